@@ -1,0 +1,208 @@
+"""ORM tables of the run store (SQLAlchemy 2.0, typed ``Mapped[...]``).
+
+Only ``storage/`` imports this module: the rest of the code sees the plain dataclasses in
+``storage/records.py``. Schema changes must ship as an Alembic migration in
+``storage/migrations/versions`` so that a user's runs survive upgrades.
+
+Rollouts are the big table (a 10-minute GRPO run writes tens of thousands of them). They carry
+``stage_id``/``step``/``group_index`` themselves instead of a foreign key to ``groups.id`` so a
+step's groups and rollouts can be inserted in two bulk statements without reading ids back,
+and "all groups of one step" is a single index range scan.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    recipe: Mapped[str] = mapped_column(String(64))
+    preset: Mapped[str] = mapped_column(String(64), default="tiny")
+    config_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    # pid of the pipeline runner process while it is alive (None otherwise).
+    runner_pid: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StageRow(Base):
+    __tablename__ = "stages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    config_json: Mapped[str] = mapped_column(Text, default="{}")
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    pid: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    host: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    # Seconds spent in earlier attempts (before a resume); ETA uses the current attempt only.
+    attempt_started_step: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    log_path: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    output_dir: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # What the stage hands to the next one: {"model_path": ..., "dataset_id": ..., ...}
+    outputs_json: Mapped[str] = mapped_column(Text, default="{}")
+    summary_json: Mapped[str] = mapped_column(Text, default="{}")
+
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+    # "one metric over all steps" is one range scan of this index.
+    __table_args__ = (Index("ix_metrics_stage_name_step", "stage_id", "name", "step"),)
+
+
+class GroupRow(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    group_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    reward_mean: Mapped[float] = mapped_column(Float)
+    reward_std: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("stage_id", "step", "group_index", name="uq_groups_step"),)
+
+
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    group_index: Mapped[int] = mapped_column(Integer)
+    sample_index: Mapped[int] = mapped_column(Integer)
+    completion: Mapped[str] = mapped_column(Text)
+    rewards_json: Mapped[str] = mapped_column(Text)  # {reward function name: raw value}
+    reward: Mapped[float] = mapped_column(Float)  # weighted total, as TRL summed it
+    advantage: Mapped[float] = mapped_column(Float)  # exactly as TRL computed it
+    length: Mapped[int] = mapped_column(Integer)  # completion tokens
+    truncated: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_rollouts_stage_step", "stage_id", "step", "group_index"),)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    stage_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("stages.id", ondelete="SET NULL"), nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. "rejection", "cold_start", "distill"
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DatasetItemRow(Base):
+    __tablename__ = "dataset_rows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    row_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    completion: Mapped[str] = mapped_column(Text)
+    answer: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    source: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="kept")  # kept | rejected
+    meta_json: Mapped[str] = mapped_column(Text, default="{}")
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_dataset_rows_ds", "dataset_id", "row_index"),)
+
+
+class RowEditRow(Base):
+    """Edit history of a dataset row: every change keeps the old value, so undo is exact."""
+
+    __tablename__ = "row_edits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    row_id: Mapped[int] = mapped_column(ForeignKey("dataset_rows.id", ondelete="CASCADE"), index=True)
+    field: Mapped[str] = mapped_column(String(64))
+    old_value: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    new_value: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    undone: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(32), default="trainer")  # trainer | final
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CommandRow(Base):
+    """A steering command: written by the UI/CLI, applied by the worker at a step boundary."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # pause | resume | stop | set
+    payload_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    applied_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    applied_step: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    result: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    stage_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("stages.id", ondelete="CASCADE"), nullable=True
+    )
+    step: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    level: Mapped[str] = mapped_column(String(16), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,162 @@
+"""Plain dataclasses that ``storage`` returns: the rest of the code never sees ORM rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Optional
+
+# Stage states. "interrupted" = the worker died (kill -9, crash, reboot) without saying so.
+QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, STOPPED, INTERRUPTED = (
+    "queued", "running", "paused", "completed", "failed", "stopped", "interrupted"
+)
+ACTIVE_STATES = (RUNNING, PAUSED)
+TERMINAL_STATES = (COMPLETED, FAILED, STOPPED, INTERRUPTED)
+RESUMABLE_STATES = (STOPPED, INTERRUPTED, FAILED)
+
+
+@dataclass
+class StageSpec:
+    """What a recipe asks for: one stage, before it exists in the store."""
+
+    kind: str
+    name: str
+    config: dict[str, Any]
+
+
+@dataclass
+class Stage:
+    id: int
+    run_id: int
+    position: int
+    kind: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    step: int
+    total_steps: Optional[int]
+    pid: Optional[int]
+    host: Optional[str]
+    heartbeat_at: Optional[datetime]
+    started_at: Optional[datetime]
+    ended_at: Optional[datetime]
+    attempt_started_step: int
+    error: Optional[str]
+    log_path: Optional[str]
+    output_dir: Optional[str]
+    outputs: dict[str, Any]
+    summary: dict[str, Any]
+    checkpoint: Optional[str] = None  # newest checkpoint path, filled by the store
+
+
+@dataclass
+class Run:
+    id: int
+    name: str
+    recipe: str
+    preset: str
+    config: dict[str, Any]
+    created_at: datetime
+    runner_pid: Optional[int]
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """A run's status is derived from its stages, never stored twice."""
+        states = [s.status for s in self.stages]
+        if not states:
+            return QUEUED
+        for state in (FAILED, INTERRUPTED, STOPPED, RUNNING, PAUSED):
+            if state in states:
+                return state
+        if all(s == COMPLETED for s in states):
+            return COMPLETED
+        if COMPLETED in states:
+            return RUNNING  # between two stages: the runner is about to start the next
+        return QUEUED
+
+
+@dataclass
+class Metric:
+    step: int
+    name: str
+    value: float
+
+
+@dataclass
+class Rollout:
+    sample_index: int
+    completion: str
+    rewards: dict[str, Optional[float]]
+    reward: float
+    advantage: float
+    length: int
+    truncated: bool
+
+
+@dataclass
+class Group:
+    step: int
+    group_index: int
+    prompt: str
+    reference: Optional[str]
+    reward_mean: float
+    reward_std: float
+    rollouts: list[Rollout] = field(default_factory=list)
+
+
+@dataclass
+class Checkpoint:
+    id: int
+    stage_id: int
+    step: int
+    path: str
+    kind: str
+    at: datetime
+
+
+@dataclass
+class Command:
+    id: int
+    stage_id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    applied_at: Optional[datetime]
+    applied_step: Optional[int]
+    result: Optional[str]
+
+
+@dataclass
+class Event:
+    id: int
+    run_id: int
+    stage_id: Optional[int]
+    step: Optional[int]
+    level: str
+    message: str
+    at: datetime
+
+
+@dataclass
+class Dataset:
+    id: int
+    run_id: Optional[int]
+    stage_id: Optional[int]
+    name: str
+    kind: str
+    created_at: datetime
+    size: int = 0
+
+
+@dataclass
+class CuratedRow:
+    id: int
+    dataset_id: int
+    row_index: int
+    prompt: str
+    completion: str
+    answer: Optional[str]
+    source: Optional[str]
+    status: str
+    meta: dict[str, Any]
+    updated_at: datetime

@@ -1,0 +1,572 @@
+"""The run store: the one place that opens database sessions.
+
+Everything (runs, stages, heartbeats, metrics, every GRPO rollout, datasets, checkpoints,
+steering commands, events) goes through ``Store``. Methods return plain dataclasses from
+``storage.records``; ORM rows never leave this module.
+
+SQLite is the default (WAL so readers never block the writer, a busy timeout so two writers
+wait for each other instead of failing with "database is locked", foreign keys on). Any
+SQLAlchemy URL works (PostgreSQL for teams). The schema is managed by Alembic migrations,
+applied automatically when a Store opens a database.
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import models as m
+from storage import records as r
+
+# Where the UI and the CLI keep their data unless told otherwise.
+DEFAULT_HOME = Path(__file__).resolve().parent.parent / "workbench_data"
+
+
+class StoreError(RuntimeError):
+    """A problem with the database itself, worded so a user knows what to fix."""
+
+
+def data_home() -> Path:
+    """Folder for the default database, checkpoints, logs and the cached tiny model."""
+    return Path(os.environ.get("R1WB_HOME", DEFAULT_HOME)).expanduser().resolve()
+
+
+def default_url() -> str:
+    """``R1WB_DB_URL`` if set, else a SQLite file in the data home."""
+    url = os.environ.get("R1WB_DB_URL")
+    if url:
+        return url
+    return f"sqlite:///{data_home() / 'workbench.db'}"
+
+
+def now() -> datetime:
+    # Naive UTC: SQLite has no time zones, and comparing aware with naive datetimes raises.
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _stage(row: m.StageRow, checkpoint: Optional[str] = None) -> r.Stage:
+    return r.Stage(
+        id=row.id, run_id=row.run_id, position=row.position, kind=row.kind, name=row.name,
+        status=row.status, config=json.loads(row.config_json), step=row.step,
+        total_steps=row.total_steps, pid=row.pid, host=row.host, heartbeat_at=row.heartbeat_at,
+        started_at=row.started_at, ended_at=row.ended_at,
+        attempt_started_step=row.attempt_started_step, error=row.error,
+        log_path=row.log_path, output_dir=row.output_dir,
+        outputs=json.loads(row.outputs_json), summary=json.loads(row.summary_json),
+        checkpoint=checkpoint,
+    )
+
+
+def _command(row: m.CommandRow) -> r.Command:
+    return r.Command(
+        id=row.id, stage_id=row.stage_id, kind=row.kind, payload=json.loads(row.payload_json),
+        created_at=row.created_at, applied_at=row.applied_at, applied_step=row.applied_step,
+        result=row.result,
+    )
+
+
+def _curated(row: m.DatasetItemRow) -> r.CuratedRow:
+    return r.CuratedRow(
+        id=row.id, dataset_id=row.dataset_id, row_index=row.row_index, prompt=row.prompt,
+        completion=row.completion, answer=row.answer, source=row.source, status=row.status,
+        meta=json.loads(row.meta_json), updated_at=row.updated_at,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the
+    # last transactions) and several times faster than FULL for many small commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Store:
+    """One database. Cheap to create; each process makes its own."""
+
+    def __init__(self, url: Optional[str] = None, *, migrate: bool = True):
+        self.url = url or default_url()
+        parsed = make_url(self.url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                path = Path(database)
+                if path.exists() and path.is_dir():
+                    raise StoreError(f"The database path {path} is a folder, not a file.")
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"Cannot create the folder for the database {path}: {exc}")
+            # check_same_thread off: the GRPO recorder writes from a background thread.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if migrate:
+            self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+    def _migrate(self) -> None:
+        from storage.migrate import upgrade_to_head
+
+        try:
+            upgrade_to_head(self.engine)
+        except OperationalError as exc:
+            raise StoreError(self._explain(exc)) from exc
+
+    def _explain(self, exc: Exception) -> str:
+        text_ = str(exc)
+        where = self.url
+        if "readonly" in text_ or "read-only" in text_:
+            return (
+                f"The database {where} is read-only, so runs cannot be saved. Make the file (and "
+                f"its folder) writable, or point R1WB_DB_URL / --db at a writable database."
+            )
+        if "unable to open" in text_:
+            return f"Cannot open the database {where}: check that the path exists and is writable."
+        return f"Database error on {where}: {text_}"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """The one session scope: commit on success, roll back on error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            if "readonly" in str(exc) or "unable to open" in str(exc):
+                raise StoreError(self._explain(exc)) from exc
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def check_writable(self) -> None:
+        """Raise StoreError now (not halfway through a run) if nothing can be written."""
+        with self.session() as s:
+            s.execute(text("CREATE TABLE IF NOT EXISTS _write_probe (x INTEGER)"))
+            s.execute(text("DROP TABLE IF EXISTS _write_probe"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ runs
+    def create_run(
+        self, name: str, recipe: str, preset: str, config: dict[str, Any],
+        stages: list[r.StageSpec],
+    ) -> r.Run:
+        with self.session() as s:
+            run = m.RunRow(name=name, recipe=recipe, preset=preset, config_json=_dumps(config),
+                           created_at=now())
+            s.add(run)
+            s.flush()
+            for position, spec in enumerate(stages):
+                s.add(m.StageRow(run_id=run.id, position=position, kind=spec.kind,
+                                 name=spec.name, config_json=_dumps(spec.config)))
+            s.add(m.EventRow(run_id=run.id, message=f"run created from recipe {recipe!r}",
+                             at=now()))
+            run_id = run.id
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: int) -> r.Run:
+        with self.session() as s:
+            row = s.get(m.RunRow, run_id)
+            if row is None or row.deleted:
+                raise KeyError(f"run {run_id} does not exist")
+            return self._run(s, row)
+
+    def _run(self, s: Session, row: m.RunRow) -> r.Run:
+        stage_rows = s.scalars(
+            select(m.StageRow).where(m.StageRow.run_id == row.id).order_by(m.StageRow.position)
+        ).all()
+        latest = self._latest_checkpoints(s, [st.id for st in stage_rows])
+        return r.Run(
+            id=row.id, name=row.name, recipe=row.recipe, preset=row.preset,
+            config=json.loads(row.config_json), created_at=row.created_at,
+            runner_pid=row.runner_pid,
+            stages=[_stage(st, latest.get(st.id)) for st in stage_rows],
+        )
+
+    def list_runs(self) -> list[r.Run]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(m.RunRow).where(m.RunRow.deleted.is_(False)).order_by(m.RunRow.id.desc())
+            ).all()
+            return [self._run(s, row) for row in rows]
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run and everything it owns (stages, metrics, rollouts, datasets...)."""
+        with self.session() as s:
+            row = s.get(m.RunRow, run_id)
+            if row is None:
+                raise KeyError(f"run {run_id} does not exist")
+            s.delete(row)  # ON DELETE CASCADE removes the rest
+
+    def set_runner_pid(self, run_id: int, pid: Optional[int]) -> None:
+        with self.session() as s:
+            s.execute(update(m.RunRow).where(m.RunRow.id == run_id).values(runner_pid=pid))
+
+    # ------------------------------------------------------------------ stages
+    def get_stage(self, stage_id: int) -> r.Stage:
+        with self.session() as s:
+            row = s.get(m.StageRow, stage_id)
+            if row is None:
+                raise KeyError(f"stage {stage_id} does not exist")
+            return _stage(row, self._latest_checkpoints(s, [stage_id]).get(stage_id))
+
+    def update_stage(self, stage_id: int, **fields: Any) -> None:
+        """Set columns of a stage; dict-valued ``config``/``outputs``/``summary`` are JSON'd."""
+        values = {}
+        for key, value in fields.items():
+            if key in ("config", "outputs", "summary"):
+                values[f"{key}_json"] = _dumps(value)
+            else:
+                values[key] = value
+        with self.session() as s:
+            s.execute(update(m.StageRow).where(m.StageRow.id == stage_id).values(**values))
+
+    def transition(self, stage_id: int, expect: Iterable[str], to: str, **fields: Any) -> bool:
+        """Compare-and-set a stage's status; False when it was not in ``expect`` (a race lost)."""
+        values = {"status": to, **fields}
+        with self.session() as s:
+            result = s.execute(
+                update(m.StageRow)
+                .where(m.StageRow.id == stage_id, m.StageRow.status.in_(list(expect)))
+                .values(**values)
+            )
+            return result.rowcount == 1
+
+    def heartbeat(self, stage_id: int, step: Optional[int] = None,
+                  total_steps: Optional[int] = None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": now()}
+        if step is not None:
+            values["step"] = step
+        if total_steps is not None:
+            values["total_steps"] = total_steps
+        with self.session() as s:
+            s.execute(update(m.StageRow).where(m.StageRow.id == stage_id).values(**values))
+
+    def active_stages(self) -> list[r.Stage]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(m.StageRow).where(m.StageRow.status.in_(r.ACTIVE_STATES))
+            ).all()
+            return [_stage(row) for row in rows]
+
+    # ------------------------------------------------------------------ metrics
+    def add_metrics(self, stage_id: int, step: int, values: dict[str, float]) -> None:
+        at = now()
+        rows = [
+            {"stage_id": stage_id, "step": step, "name": name, "value": float(value), "at": at}
+            for name, value in values.items()
+            if value is not None
+        ]
+        if not rows:
+            return
+        with self.session() as s:
+            s.execute(insert(m.MetricRow), rows)
+
+    def metric_names(self, stage_id: int) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(
+                select(m.MetricRow.name).where(m.MetricRow.stage_id == stage_id).distinct()
+                .order_by(m.MetricRow.name)
+            ))
+
+    def metric_series(self, stage_id: int, name: str) -> list[r.Metric]:
+        with self.session() as s:
+            rows = s.execute(
+                select(m.MetricRow.step, m.MetricRow.value)
+                .where(m.MetricRow.stage_id == stage_id, m.MetricRow.name == name)
+                .order_by(m.MetricRow.step)
+            ).all()
+            return [r.Metric(step=step, name=name, value=value) for step, value in rows]
+
+    def metrics(self, stage_id: int, names: Optional[list[str]] = None) -> list[r.Metric]:
+        query = select(m.MetricRow.step, m.MetricRow.name, m.MetricRow.value).where(
+            m.MetricRow.stage_id == stage_id
+        )
+        if names:
+            query = query.where(m.MetricRow.name.in_(names))
+        with self.session() as s:
+            rows = s.execute(query.order_by(m.MetricRow.step)).all()
+            return [r.Metric(step=step, name=name, value=value) for step, name, value in rows]
+
+    # ------------------------------------------------------------------ groups / rollouts
+    def add_groups(self, stage_id: int, step: int, groups: list[r.Group]) -> None:
+        """Write one step's groups and all their rollouts in a single transaction."""
+        group_rows, rollout_rows = [], []
+        for g in groups:
+            group_rows.append({
+                "stage_id": stage_id, "step": step, "group_index": g.group_index,
+                "prompt": g.prompt, "reference": g.reference,
+                "reward_mean": g.reward_mean, "reward_std": g.reward_std,
+            })
+            for ro in g.rollouts:
+                rollout_rows.append({
+                    "stage_id": stage_id, "step": step, "group_index": g.group_index,
+                    "sample_index": ro.sample_index, "completion": ro.completion,
+                    "rewards_json": _dumps(ro.rewards), "reward": ro.reward,
+                    "advantage": ro.advantage, "length": ro.length, "truncated": ro.truncated,
+                })
+        with self.session() as s:
+            if group_rows:
+                s.execute(insert(m.GroupRow), group_rows)
+            if rollout_rows:
+                s.execute(insert(m.RolloutRow), rollout_rows)
+
+    def group_steps(self, stage_id: int) -> list[int]:
+        """Steps that have recorded groups, ascending."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(m.GroupRow.step).where(m.GroupRow.stage_id == stage_id)
+                .distinct().order_by(m.GroupRow.step)
+            ))
+
+    def step_groups(self, stage_id: int, step: int) -> list[r.Group]:
+        """All groups of one step with their rollouts (two index range scans)."""
+        with self.session() as s:
+            group_rows = s.execute(
+                select(m.GroupRow.group_index, m.GroupRow.prompt, m.GroupRow.reference,
+                       m.GroupRow.reward_mean, m.GroupRow.reward_std)
+                .where(m.GroupRow.stage_id == stage_id, m.GroupRow.step == step)
+                .order_by(m.GroupRow.group_index)
+            ).all()
+            rollout_rows = s.execute(
+                select(m.RolloutRow.group_index, m.RolloutRow.sample_index,
+                       m.RolloutRow.completion, m.RolloutRow.rewards_json, m.RolloutRow.reward,
+                       m.RolloutRow.advantage, m.RolloutRow.length, m.RolloutRow.truncated)
+                .where(m.RolloutRow.stage_id == stage_id, m.RolloutRow.step == step)
+                .order_by(m.RolloutRow.group_index, m.RolloutRow.sample_index)
+            ).all()
+        groups = {
+            gi: r.Group(step=step, group_index=gi, prompt=p, reference=ref, reward_mean=mu,
+                        reward_std=sd)
+            for gi, p, ref, mu, sd in group_rows
+        }
+        for gi, si, completion, rewards_json, reward, adv, length, truncated in rollout_rows:
+            groups[gi].rollouts.append(r.Rollout(
+                sample_index=si, completion=completion, rewards=json.loads(rewards_json),
+                reward=reward, advantage=adv, length=length, truncated=bool(truncated),
+            ))
+        return list(groups.values())
+
+    def prompt_history(self, stage_id: int, prompt: str) -> list[r.Group]:
+        """Every group of one prompt across steps (to follow a prompt as training goes on)."""
+        with self.session() as s:
+            steps = list(s.scalars(
+                select(m.GroupRow.step).where(m.GroupRow.stage_id == stage_id,
+                                              m.GroupRow.prompt == prompt)
+                .order_by(m.GroupRow.step)
+            ))
+        out = []
+        for step in steps:
+            out.extend(g for g in self.step_groups(stage_id, step) if g.prompt == prompt)
+        return out
+
+    def iter_rollouts(self, run_id: int) -> Iterator[dict[str, Any]]:
+        """Every rollout of a run joined with its group, streamed for export."""
+        query = (
+            select(m.RolloutRow.stage_id, m.RolloutRow.step, m.RolloutRow.group_index,
+                   m.GroupRow.prompt, m.GroupRow.reference, m.RolloutRow.sample_index,
+                   m.RolloutRow.completion, m.RolloutRow.rewards_json, m.RolloutRow.reward,
+                   m.RolloutRow.advantage, m.RolloutRow.length, m.RolloutRow.truncated)
+            .join(m.StageRow, m.StageRow.id == m.RolloutRow.stage_id)
+            .join(m.GroupRow, (m.GroupRow.stage_id == m.RolloutRow.stage_id)
+                  & (m.GroupRow.step == m.RolloutRow.step)
+                  & (m.GroupRow.group_index == m.RolloutRow.group_index))
+            .where(m.StageRow.run_id == run_id)
+            .order_by(m.RolloutRow.stage_id, m.RolloutRow.step, m.RolloutRow.group_index,
+                      m.RolloutRow.sample_index)
+        )
+        with self.session() as s:
+            for row in s.execute(query).yield_per(2000):
+                (stage_id, step, gi, prompt, reference, si, completion, rewards_json, reward,
+                 adv, length, truncated) = row
+                yield {
+                    "run_id": run_id, "stage_id": stage_id, "step": step, "group_id": gi,
+                    "sample_index": si, "prompt": prompt, "reference": reference,
+                    "completion": completion, "rewards": json.loads(rewards_json),
+                    "reward": reward, "advantage": adv, "length": length,
+                    "truncated": bool(truncated),
+                }
+
+    # ------------------------------------------------------------------ checkpoints
+    def add_checkpoint(self, stage_id: int, step: int, path: str, kind: str = "trainer") -> None:
+        with self.session() as s:
+            s.add(m.CheckpointRow(stage_id=stage_id, step=step, path=path, kind=kind, at=now()))
+
+    def checkpoints(self, stage_id: int) -> list[r.Checkpoint]:
+        with self.session() as s:
+            rows = s.scalars(select(m.CheckpointRow).where(m.CheckpointRow.stage_id == stage_id)
+                             .order_by(m.CheckpointRow.step, m.CheckpointRow.id)).all()
+            return [r.Checkpoint(id=c.id, stage_id=c.stage_id, step=c.step, path=c.path,
+                                 kind=c.kind, at=c.at) for c in rows]
+
+    def _latest_checkpoints(self, s: Session, stage_ids: list[int]) -> dict[int, str]:
+        if not stage_ids:
+            return {}
+        rows = s.execute(
+            select(m.CheckpointRow.stage_id, m.CheckpointRow.path)
+            .where(m.CheckpointRow.stage_id.in_(stage_ids))
+            .order_by(m.CheckpointRow.step, m.CheckpointRow.id)
+        ).all()
+        return {stage_id: path for stage_id, path in rows}  # later rows win
+
+    # ------------------------------------------------------------------ commands
+    def add_command(self, stage_id: int, kind: str, payload: Optional[dict] = None) -> int:
+        with self.session() as s:
+            row = m.CommandRow(stage_id=stage_id, kind=kind, payload_json=_dumps(payload or {}),
+                               created_at=now())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def pending_commands(self, stage_id: int) -> list[r.Command]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(m.CommandRow)
+                .where(m.CommandRow.stage_id == stage_id, m.CommandRow.applied_at.is_(None))
+                .order_by(m.CommandRow.id)
+            ).all()
+            return [_command(c) for c in rows]
+
+    def mark_command_applied(self, command_id: int, step: Optional[int], result: str) -> None:
+        with self.session() as s:
+            s.execute(update(m.CommandRow).where(m.CommandRow.id == command_id)
+                      .values(applied_at=now(), applied_step=step, result=result))
+
+    def commands(self, stage_id: int) -> list[r.Command]:
+        with self.session() as s:
+            rows = s.scalars(select(m.CommandRow).where(m.CommandRow.stage_id == stage_id)
+                             .order_by(m.CommandRow.id)).all()
+            return [_command(c) for c in rows]
+
+    # ------------------------------------------------------------------ events
+    def add_event(self, run_id: int, message: str, *, stage_id: Optional[int] = None,
+                  step: Optional[int] = None, level: str = "info") -> None:
+        with self.session() as s:
+            s.add(m.EventRow(run_id=run_id, stage_id=stage_id, step=step, level=level,
+                             message=message, at=now()))
+
+    def events(self, run_id: int, stage_id: Optional[int] = None, limit: int = 200) -> list[r.Event]:
+        query = select(m.EventRow).where(m.EventRow.run_id == run_id)
+        if stage_id is not None:
+            query = query.where(m.EventRow.stage_id == stage_id)
+        with self.session() as s:
+            rows = s.scalars(query.order_by(m.EventRow.id.desc()).limit(limit)).all()
+            return [r.Event(id=e.id, run_id=e.run_id, stage_id=e.stage_id, step=e.step,
+                            level=e.level, message=e.message, at=e.at) for e in rows]
+
+    # ------------------------------------------------------------------ datasets
+    def create_dataset(self, name: str, kind: str, rows: list[dict[str, Any]], *,
+                       run_id: Optional[int] = None, stage_id: Optional[int] = None) -> int:
+        """A dataset and all its rows in one transaction. Row keys: prompt, completion,
+        answer, source, status, meta."""
+        at = now()
+        with self.session() as s:
+            ds = m.DatasetRow(name=name, kind=kind, run_id=run_id, stage_id=stage_id,
+                              created_at=at)
+            s.add(ds)
+            s.flush()
+            if rows:
+                s.execute(insert(m.DatasetItemRow), [
+                    {"dataset_id": ds.id, "row_index": i, "prompt": row["prompt"],
+                     "completion": row.get("completion", ""), "answer": row.get("answer"),
+                     "source": row.get("source"), "status": row.get("status", "kept"),
+                     "meta_json": _dumps(row.get("meta", {})), "updated_at": at}
+                    for i, row in enumerate(rows)
+                ])
+            return ds.id
+
+    def datasets(self, run_id: Optional[int] = None) -> list[r.Dataset]:
+        query = (select(m.DatasetRow, func.count(m.DatasetItemRow.id))
+                 .outerjoin(m.DatasetItemRow, m.DatasetItemRow.dataset_id == m.DatasetRow.id)
+                 .group_by(m.DatasetRow.id).order_by(m.DatasetRow.id))
+        if run_id is not None:
+            query = query.where(m.DatasetRow.run_id == run_id)
+        with self.session() as s:
+            return [r.Dataset(id=d.id, run_id=d.run_id, stage_id=d.stage_id, name=d.name,
+                              kind=d.kind, created_at=d.created_at, size=n)
+                    for d, n in s.execute(query).all()]
+
+    def dataset_rows(self, dataset_id: int, status: Optional[str] = None) -> list[r.CuratedRow]:
+        query = select(m.DatasetItemRow).where(m.DatasetItemRow.dataset_id == dataset_id)
+        if status is not None:
+            query = query.where(m.DatasetItemRow.status == status)
+        with self.session() as s:
+            if s.get(m.DatasetRow, dataset_id) is None:
+                raise KeyError(f"dataset {dataset_id} does not exist")
+            return [_curated(row) for row in
+                    s.scalars(query.order_by(m.DatasetItemRow.row_index)).all()]
+
+    EDITABLE_FIELDS = ("prompt", "completion", "answer", "status")
+
+    def edit_row(self, row_id: int, field: str, value: Optional[str]) -> None:
+        """Change one field of a curated row, keeping the old value in the edit history."""
+        if field not in self.EDITABLE_FIELDS:
+            raise ValueError(f"field {field!r} cannot be edited; editable: {self.EDITABLE_FIELDS}")
+        with self.session() as s:
+            row = s.get(m.DatasetItemRow, row_id)
+            if row is None:
+                raise KeyError(f"row {row_id} does not exist")
+            old = getattr(row, field)
+            if old == value:
+                return
+            s.add(m.RowEditRow(row_id=row_id, field=field, old_value=old, new_value=value,
+                               at=now()))
+            setattr(row, field, value)
+            row.updated_at = now()
+
+    def undo_last_edit(self, dataset_id: int) -> Optional[str]:
+        """Revert the newest not-yet-undone edit in a dataset; returns what was undone."""
+        with self.session() as s:
+            edit = s.scalars(
+                select(m.RowEditRow).join(m.DatasetItemRow,
+                                          m.DatasetItemRow.id == m.RowEditRow.row_id)
+                .where(m.DatasetItemRow.dataset_id == dataset_id, m.RowEditRow.undone.is_(False))
+                .order_by(m.RowEditRow.id.desc()).limit(1)
+            ).first()
+            if edit is None:
+                return None
+            row = s.get(m.DatasetItemRow, edit.row_id)
+            setattr(row, edit.field, edit.old_value)
+            row.updated_at = now()
+            edit.undone = True
+            return f"row {row.row_index}: {edit.field} restored"
+
+    def row_edits(self, row_id: int) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(select(m.RowEditRow).where(m.RowEditRow.row_id == row_id)
+                             .order_by(m.RowEditRow.id)).all()
+            return [{"field": e.field, "old": e.old_value, "new": e.new_value, "at": e.at,
+                     "undone": e.undone} for e in rows]
+
+    # ------------------------------------------------------------------ maintenance
+    def purge_stage_records_after(self, stage_id: int, step: int) -> None:
+        """Drop metrics/groups recorded after ``step``: a resume from a checkpoint at ``step``
+        replays those steps, and a step must not appear twice."""
+        with self.session() as s:
+            for table in (m.MetricRow, m.GroupRow, m.RolloutRow):
+                s.execute(delete(table).where(table.stage_id == stage_id, table.step > step))
