@@ -1,0 +1,208 @@
+"""What pages and the CLI call. Nothing here trains: it reads the store, writes runs and
+commands, and starts detached background processes. Importing it never imports torch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+from backend import recipes, runner
+from backend.stages.common import ConfigError
+from storage import Store, StoreError
+from storage import records as r
+
+__all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError"]
+
+
+class WorkbenchError(RuntimeError):
+    """A request that cannot be carried out; the message says why."""
+
+
+class Workbench:
+    """Facade over one store. Pages make one per session; the CLI one per call."""
+
+    def __init__(self, db_url: Optional[str] = None):
+        self.store = Store(db_url)
+
+    # -- recipes ---------------------------------------------------------------------------
+    @staticmethod
+    def recipes() -> dict[str, str]:
+        return {name: rec.description for name, rec in recipes.RECIPES.items()}
+
+    @staticmethod
+    def presets() -> list[str]:
+        return list(recipes.PRESETS)
+
+    @staticmethod
+    def default_stages(recipe: str, preset: str) -> list[r.StageSpec]:
+        return recipes.default_config(recipe, preset)
+
+    @staticmethod
+    def config_help(kind: str) -> dict[str, str]:
+        from backend.stages import STAGE_CONFIGS
+        return STAGE_CONFIGS[kind].help()
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, recipe: str, preset: str = "tiny", sets: Optional[dict] = None,
+                   name: Optional[str] = None, stage_configs: Optional[list[dict]] = None,
+                   start: bool = True) -> r.Run:
+        """Validate, store and (by default) start a run. ``stage_configs`` (from the UI form)
+        replaces each stage's whole config; ``sets`` overrides single keys."""
+        specs = recipes.build_stages(recipe, preset, sets or {})
+        if stage_configs is not None:
+            from backend.stages import STAGE_CONFIGS
+            for spec, values in zip(specs, stage_configs):
+                try:
+                    spec.config = STAGE_CONFIGS[spec.kind].from_dict(values).to_dict()
+                except ConfigError as exc:
+                    raise ConfigError(f"{spec.kind} stage: {exc}") from exc
+        self.store.check_writable()
+        run = self.store.create_run(name or f"{recipe} ({preset})", recipe, preset,
+                                    {"sets": sets or {}}, specs)
+        if start:
+            runner.start_pipeline(self.store, run.id)
+        return self.get_run(run.id)
+
+    def list_runs(self) -> list[r.Run]:
+        runner.reap(self.store)
+        return self.store.list_runs()
+
+    def get_run(self, run_id: int) -> r.Run:
+        run = self.store.get_run(run_id)
+        if runner.reap(self.store, run.stages):
+            run = self.store.get_run(run_id)
+        return run
+
+    def run_status(self, run_id: int) -> dict[str, Any]:
+        run = self.get_run(run_id)
+        return {
+            "run_id": run.id, "status": run.status,
+            "stages": [{
+                "id": s.id, "kind": s.kind, "status": s.status, "step": s.step,
+                "total_steps": s.total_steps, "pid": s.pid, "checkpoint": s.checkpoint,
+                "error": s.error, "summary": s.summary,
+            } for s in run.stages],
+        }
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run; a running stage is stopped hard first (its data goes with it)."""
+        run = self.get_run(run_id)
+        for stage in run.stages:
+            if stage.status in r.ACTIVE_STATES and runner.pid_alive(stage.pid):
+                _kill(stage.pid)
+        if run.runner_pid and runner.pid_alive(run.runner_pid):
+            _kill(run.runner_pid)
+        self.store.delete_run(run_id)
+
+    # -- stages ----------------------------------------------------------------------------
+    def get_stage(self, stage_id: int) -> r.Stage:
+        stage = self.store.get_stage(stage_id)
+        if runner.reap(self.store, [stage]):
+            stage = self.store.get_stage(stage_id)
+        return stage
+
+    def pause(self, stage_id: int) -> str:
+        stage = self.get_stage(stage_id)
+        if stage.status != r.RUNNING:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a running stage "
+                                 f"can be paused")
+        self.store.add_command(stage_id, "pause")
+        return "pause requested: takes effect at the next step boundary"
+
+    def stop(self, stage_id: int) -> str:
+        stage = self.get_stage(stage_id)
+        if stage.status == r.QUEUED:
+            self.store.transition(stage_id, [r.QUEUED], r.STOPPED)
+            return "stopped before it started"
+        if stage.status not in r.ACTIVE_STATES:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; nothing to stop")
+        self.store.add_command(stage_id, "stop")
+        return "stop requested: the stage saves a checkpoint at the next step, then exits"
+
+    def resume(self, stage_id: int) -> str:
+        """Paused: continue. Stopped / interrupted / failed: restart the stage from its last
+        checkpoint (model, optimizer, scheduler, RNG, data position) and go on with the run."""
+        stage = self.get_stage(stage_id)
+        if stage.status == r.PAUSED:
+            self.store.add_command(stage_id, "resume")
+            return "resume requested"
+        if stage.status not in r.RESUMABLE_STATES:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a paused, stopped, "
+                                 f"interrupted or failed stage can be resumed")
+        ckpt = next((c for c in reversed(self.store.checkpoints(stage_id))
+                     if c.kind == "trainer" and Path(c.path).exists()), None)
+        # Steps after the checkpoint will be replayed: drop what they recorded.
+        self.store.purge_stage_records_after(stage_id, ckpt.step if ckpt else 0)
+        for cmd in self.store.pending_commands(stage_id):
+            self.store.mark_command_applied(cmd.id, None, "dropped: stage restarted")
+        self.store.transition(stage_id, r.RESUMABLE_STATES, r.QUEUED, error=None,
+                              ended_at=None, pid=None, step=ckpt.step if ckpt else 0)
+        # Later stages that never ran stay queued; the runner picks up from this one.
+        run = self.store.get_run(stage.run_id)
+        for later in run.stages:
+            if later.position > stage.position and later.status == r.STOPPED:
+                self.store.transition(later.id, [r.STOPPED], r.QUEUED)
+        self.store.add_event(stage.run_id, f"stage {stage_id} resumed from "
+                             f"{'step %d' % ckpt.step if ckpt else 'the start'}",
+                             stage_id=stage_id)
+        runner.start_pipeline(self.store, stage.run_id)
+        return f"restarting from {'checkpoint at step %d' % ckpt.step if ckpt else 'the start'}"
+
+    def set_params(self, stage_id: int, values: dict[str, Any]) -> str:
+        stage = self.get_stage(stage_id)
+        if stage.status not in r.ACTIVE_STATES:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; live changes need a "
+                                 f"running or paused stage")
+        self.store.add_command(stage_id, "set", values)
+        return "change requested: applied at the next step boundary"
+
+    def log_tail(self, stage_id: int, lines: int = 60) -> str:
+        stage = self.store.get_stage(stage_id)
+        if not stage.log_path or not Path(stage.log_path).exists():
+            return ""
+        with open(stage.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200_000))
+            tail = deque(f.read().decode("utf-8", "replace").splitlines(), maxlen=lines)
+        return "\n".join(tail)
+
+    def metrics(self, stage_id: int, names: Optional[list[str]] = None) -> list[r.Metric]:
+        return self.store.metrics(stage_id, names)
+
+    def events(self, run_id: int, stage_id: Optional[int] = None) -> list[r.Event]:
+        return self.store.events(run_id, stage_id)
+
+    def commands(self, stage_id: int) -> list[r.Command]:
+        return self.store.commands(stage_id)
+
+    # -- export ----------------------------------------------------------------------------
+    def export_rollouts(self, run_id: int, out: str) -> int:
+        self.store.get_run(run_id)
+        n = 0
+        with open(out, "w") as f:
+            for row in self.store.iter_rollouts(run_id):
+                f.write(json.dumps(row) + "\n")
+                n += 1
+        return n
+
+    def export_dataset(self, dataset_id: int, out: str) -> int:
+        rows = self.store.dataset_rows(dataset_id, status="kept")
+        with open(out, "w") as f:
+            for row in rows:
+                f.write(json.dumps({"prompt": row.prompt, "completion": row.completion,
+                                    "answer": row.answer, "source": row.source, **row.meta})
+                        + "\n")
+        return len(rows)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # workers lead their own process group
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,131 @@
+"""Background processes: the pipeline runner and the stage workers it starts.
+
+``start_pipeline`` launches ``python -m backend _pipeline`` in a new OS session, detached from
+whoever asked (the Streamlit server, a CLI call), so a run outlives a closed tab or a restarted
+UI. The runner starts each queued stage as its own worker process, waits for it, and moves on
+when it completed; a stage's inputs are the outputs its predecessors recorded in the store.
+
+A worker that dies without saying so (kill -9, OOM, reboot) leaves its stage "running" in the
+store; ``reap`` notices (dead pid on this host, or a heartbeat older than ``STALE_SECONDS``) and
+marks it interrupted. The runner reaps its own child at once; the API reaps on every read.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional
+
+from storage import Store, data_home
+from storage import records as r
+from storage.store import now
+
+STALE_SECONDS = 10.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab", buffering=0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                          if env.get("PYTHONPATH") else "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend", *args], stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env,
+        start_new_session=True,  # own session: survives the parent and its Ctrl-C
+    )
+
+
+def run_dir(run_id: int) -> Path:
+    return data_home() / "runs" / f"run-{run_id}"
+
+
+def start_pipeline(store: Store, run_id: int) -> int:
+    """Start (or restart) the detached pipeline runner of a run; returns its pid."""
+    run = store.get_run(run_id)
+    if run.runner_pid and pid_alive(run.runner_pid):
+        return run.runner_pid
+    proc = _spawn(["_pipeline", "--db", store.url, "--run", str(run_id)],
+                  run_dir(run_id) / "pipeline.log")
+    store.set_runner_pid(run_id, proc.pid)
+    return proc.pid
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except Exception:  # NoSuchProcess, AccessDenied...
+        return False
+
+
+def reap(store: Store, stages: Optional[list[r.Stage]] = None) -> list[int]:
+    """Mark stages whose worker is gone as interrupted; returns their ids."""
+    host = socket.gethostname()
+    stale_before = now() - timedelta(seconds=STALE_SECONDS)
+    reaped = []
+    for stage in stages if stages is not None else store.active_stages():
+        if stage.status not in r.ACTIVE_STATES:
+            continue
+        dead = (stage.host == host and not pid_alive(stage.pid)) or (
+            stage.heartbeat_at is not None and stage.heartbeat_at < stale_before)
+        if dead and store.transition(stage.id, r.ACTIVE_STATES, r.INTERRUPTED, ended_at=now(),
+                                     error="The worker process died (killed or crashed). "
+                                           "Resume continues from the last checkpoint."):
+            store.add_event(stage.run_id, f"stage {stage.id} interrupted: worker pid "
+                            f"{stage.pid} is gone", stage_id=stage.id, level="warning")
+            reaped.append(stage.id)
+    return reaped
+
+
+def pipeline_main(db_url: str, run_id: int) -> int:
+    """The pipeline runner's loop (runs in its own detached process)."""
+    store = Store(db_url)
+    store.set_runner_pid(run_id, os.getpid())
+    try:
+        while True:
+            run = store.get_run(run_id)
+            pending = [s for s in run.stages if s.status != r.COMPLETED]
+            if not pending:
+                store.add_event(run_id, "pipeline completed")
+                return 0
+            stage = pending[0]
+            if stage.status != r.QUEUED:
+                return 1  # failed / stopped / interrupted: wait for the user
+            code = _run_stage(store, run, stage)
+            after = store.get_stage(stage.id)
+            if after.status in r.ACTIVE_STATES or after.status == r.QUEUED:
+                # The worker exited without recording an end: it was killed.
+                store.transition(stage.id, [r.QUEUED, *r.ACTIVE_STATES], r.INTERRUPTED,
+                                 ended_at=now(),
+                                 error=f"The worker process exited with code {code} without "
+                                       f"finishing (killed?). Resume continues from the last "
+                                       f"checkpoint.")
+                store.add_event(run_id, f"stage {stage.id} interrupted (exit code {code})",
+                                stage_id=stage.id, level="warning")
+    finally:
+        store.set_runner_pid(run_id, None)
+
+
+def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> int:
+    out = Path(stage.output_dir) if stage.output_dir else (
+        run_dir(run.id) / f"stage-{stage.position}-{stage.kind}")
+    log_path = Path(stage.log_path) if stage.log_path else out / "stage.log"
+    store.update_stage(stage.id, output_dir=str(out), log_path=str(log_path))
+    store.add_event(run.id, f"starting stage {stage.position + 1}/{len(run.stages)}: "
+                            f"{stage.name}", stage_id=stage.id)
+    proc = _spawn(["_worker", "--db", store.url, "--stage", str(stage.id)], log_path)
+    while True:
+        code = proc.poll()
+        if code is not None:
+            return code
+        time.sleep(0.5)

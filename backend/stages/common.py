@@ -1,0 +1,86 @@
+"""What every stage shares: a config dataclass stored as JSON data on its stage row."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A stage config that cannot work; the message says which setting to change."""
+
+
+@dataclass
+class StageConfig:
+    """Base of every stage config. Subclasses add fields (each with a ``help``) and extend
+    ``validate``. Config is data: it is stored as JSON and rebuilt with ``from_dict``."""
+
+    seed: int = field(default=0, metadata={"help": "Random seed (fix it: tiny runs vary a lot)."})
+
+    def validate(self) -> None:
+        pass
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StageConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for a {cls.__name__}; "
+                              f"known: {', '.join(sorted(known))}")
+        hints = typing.get_type_hints(cls)
+        coerced = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+        cfg = cls(**coerced)
+        try:
+            cfg.validate()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Values from ``--set`` or a form arrive as strings; turn them into the field's type."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None:
+        return None
+    base = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1 else hint
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}={value!r} is not a valid {getattr(base, '__name__', base)}")
+    return value
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
