@@ -1,0 +1,96 @@
+"""Language-consistency reward (DeepSeek-R1, stage 2): keep the chain of thought in one language.
+
+The R1 paper adds this reward because RL made the CoT mix languages; it is "the proportion of
+target language words in the CoT". Here the CoT is the text inside ``<think>`` (the whole
+completion when there is no ``<think>``).
+
+Method: Unicode script ranges, not a language-identification model. No maintained lang-id
+library works offline on short, mixed, math-heavy strings (they classify whole texts, need
+downloaded models, and guess wildly on a handful of characters), while for the languages this
+reward targets, Chinese vs English, the script of each character decides the language exactly
+and costs nothing. Words are:
+
+- a run of Latin letters (``hello``, ``café``) is one Latin word;
+- each Han ideograph is one word (Chinese has no spaces; one character ~ one word);
+- a run of letters of any other script (Cyrillic, kana, ...) is one "other" word, never target.
+
+Ignored: digits, punctuation, math symbols, LaTeX commands (``\\frac`` is notation, not English)
+and single Latin letters (``x``, ``y`` are variables in a Chinese CoT as much as in an English
+one; losing the English word "a" barely moves the share). A CoT with no words at all scores 1.0:
+nothing in it is in the wrong language (the tiny model's CoT is pure digits and signs).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from backend.rewards.extract import completion_text, split_think_answer
+
+# CJK Unified Ideographs: Extension A, the main block, Compatibility, Extensions B-F and G.
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U0003134f"
+# Basic Latin letters, Latin-1 letters (without × and ÷), Latin Extended-A/B, Extended Additional.
+_LATIN = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0100-\u024f\u1e00-\u1eff"
+_WORD = re.compile(
+    rf"(?P<han>[{_HAN}])|(?P<latin>[{_LATIN}]+)|(?P<other>(?:(?![{_HAN}{_LATIN}])[^\W\d_])+)"
+)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+
+_LANGUAGE_ALIASES = {"en": "en", "english": "en", "zh": "zh", "chinese": "zh", "cn": "zh"}
+SUPPORTED_LANGUAGES = ("en", "zh")
+
+
+def normalize_language(language: str | None) -> str:
+    """``"en"``/``"zh"`` from codes like ``"en-US"``, ``"zh_Hans"``, ``"Chinese"``; ``None`` -> ``"en"``."""
+    if language is None:
+        return "en"
+    code = re.split(r"[-_]", str(language).strip().lower(), maxsplit=1)[0]
+    if code not in _LANGUAGE_ALIASES:
+        raise ValueError(
+            f"language_consistency supports {SUPPORTED_LANGUAGES} (script-based), got {language!r}; "
+            "set the dataset's 'language' column or the reward's language to one of them"
+        )
+    return _LANGUAGE_ALIASES[code]
+
+
+def count_words(text: str) -> dict[str, int]:
+    """Counts of ``han``, ``latin`` and ``other`` words in ``text`` (see module docstring)."""
+    counts = {"han": 0, "latin": 0, "other": 0}
+    for match in _WORD.finditer(_LATEX_COMMAND.sub(" ", text)):
+        kind = match.lastgroup
+        if kind == "latin" and len(match.group()) == 1:
+            continue  # a lone letter is a variable, not a word
+        counts[kind] += 1
+    return counts
+
+
+def target_share(text: str, language: str = "en") -> float:
+    """Share of words in ``text`` that are in ``language``; 1.0 when there are no words."""
+    counts = count_words(text)
+    total = sum(counts.values())
+    if total == 0:
+        return 1.0
+    target = counts["han"] if normalize_language(language) == "zh" else counts["latin"]
+    return target / total
+
+
+def language_consistency(
+    prompts: list, completions: list, language: str | list[str | None] | None = "en", **kwargs: Any
+) -> list[float]:
+    """Share of target-language words in each completion's CoT, in [0, 1].
+
+    ``language`` is one code for the whole batch (``"en"`` by default, or bound with
+    functools.partial) or, as TRL passes a dataset column, a list aligned with ``completions``.
+    """
+    if language is None or isinstance(language, str):
+        languages = [language] * len(completions)
+    else:
+        languages = list(language)
+        if len(languages) != len(completions):
+            raise ValueError(f"language has {len(languages)} entries for {len(completions)} completions")
+    rewards = []
+    for completion, lang in zip(completions, languages):
+        text = completion_text(completion)
+        think, _ = split_think_answer(text)
+        rewards.append(target_share(think if think is not None else text, lang))
+    return rewards
