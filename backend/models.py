@@ -93,17 +93,36 @@ def load_model(name_or_path: str):
     if looks_local and not (path / "config.json").exists():
         raise ModelLoadError(f"{path} is not a model folder: it has no config.json.")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if looks_local else name_or_path)
+        tokenizer = _load_tokenizer(path) if looks_local else AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(str(path) if looks_local else name_or_path)
     except OSError as exc:
         raise ModelLoadError(
             f"Could not load the model {name_or_path!r}: {exc}. Without network only a local "
             f"folder works."
         ) from exc
+    if count_parameters(model) < 50_000_000:
+        # Small models on short sequences run faster with eager attention than with SDPA.
+        model.set_attn_implementation("eager")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def _load_tokenizer(path: Path):
+    """AutoTokenizer picks the tokenizer class from the *model* type (Qwen2Tokenizer for our
+    Qwen2-shaped tiny model), which re-splits text its own way and silently drops our tags.
+    A folder whose tokenizer was saved as a plain `tokenizers` tokenizer loads as exactly that."""
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = path / "tokenizer_config.json"
+    if config_file.exists() and (path / "tokenizer.json").exists():
+        cls = json.loads(config_file.read_text()).get("tokenizer_class")
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(str(path))
+    return AutoTokenizer.from_pretrained(str(path))
 
 
 def count_parameters(model) -> int:

@@ -29,6 +29,13 @@ RECIPES: dict[str, Recipe] = {
         "accuracy (the demo's 'DeepSeek-V3-Base').",
         (("pretrain", "pre-train base model"),),
     ),
+    "r1-zero": Recipe(
+        "r1-zero",
+        "DeepSeek-R1-Zero: GRPO straight from the base model with rule rewards (accuracy + "
+        "format), then a held-out evaluation of the base and the final model.",
+        (("pretrain", "base model (cached)"), ("grpo", "R1-Zero GRPO"),
+         ("evaluate", "held-out evaluation")),
+    ),
 }
 
 # Presets resize a recipe. "tiny" is the embedded default (minutes on a laptop CPU); "smoke"
@@ -40,6 +47,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      "num_heads": 1, "num_kv_heads": 1, "intermediate_size": 64,
                      "heldout_size": 100, "eval_problems": 50, "save_steps": 20,
                      "warmup_steps": 5},
+        "grpo": {"steps": 6, "batch_size": 16, "num_generations": 4,
+                 "max_completion_length": 24, "eval_every": 3, "eval_problems": 20,
+                 "save_steps": 3},
+        "evaluate": {"eval_problems": 20, "k": 2, "max_new_tokens": 24},
     },
 }
 

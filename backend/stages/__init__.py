@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from backend.stages import pretrain
+from backend.stages import evaluate, grpo, pretrain
 
 STAGE_CONFIGS = {
     "pretrain": pretrain.PretrainConfig,
+    "grpo": grpo.GRPOStageConfig,
+    "evaluate": evaluate.EvaluateConfig,
 }
 
 STAGE_RUNNERS: dict[str, Callable] = {
     "pretrain": pretrain.run,
+    "grpo": grpo.run,
+    "evaluate": evaluate.run,
 }
