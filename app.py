@@ -1,0 +1,20 @@
+"""R1 Workbench: the Streamlit entry point. Page config and navigation, nothing else.
+
+    streamlit run app.py
+
+Each page lives in ``pages/`` and talks to ``backend.api`` only (see ``pages/common.py``
+for the shared, cached ``Workbench``). Training runs in background processes, never here.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="R1 Workbench", page_icon="🧪", layout="wide")
+
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
+    st.Page("pages/stage.py", title="Stage", icon="🔬"),
+    # Later pages go here, e.g.:
+    # st.Page("pages/live.py", title="Live training", icon="📈"),
+    # st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
+]
+
+st.navigation(PAGES).run()

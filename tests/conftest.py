@@ -1,0 +1,58 @@
+"""Shared fixtures: every test gets its own data home (database, runs, model cache)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh R1WB_HOME; subprocesses started by the code under test inherit it."""
+    monkeypatch.setenv("R1WB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("R1WB_DB_URL", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def db_url(home) -> str:
+    return f"sqlite:///{home / 'workbench.db'}"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """An untrained tiny model saved as an HF folder (no training: seconds)."""
+    from backend.models import TinyModelSpec, build_tiny_model, build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    tok = build_tokenizer()
+    model = build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=1, num_heads=1,
+                                           num_kv_heads=1, intermediate_size=64), tok)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Keep slow tests last so a quick failure shows up first.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("slow") else 0)
