@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from collections import deque
 from pathlib import Path
@@ -13,6 +14,10 @@ from backend import recipes, runner
 from backend.stages.common import ConfigError
 from storage import Store, StoreError
 from storage import records as r
+from storage.records import (  # noqa: F401  re-exported for pages
+    ACTIVE_STATES, COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
+    STOPPED, TERMINAL_STATES,
+)
 
 __all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError"]
 
@@ -26,6 +31,10 @@ class Workbench:
 
     def __init__(self, db_url: Optional[str] = None):
         self.store = Store(db_url)
+
+    @property
+    def db_url(self) -> str:
+        return self.store.url
 
     # -- recipes ---------------------------------------------------------------------------
     @staticmethod
@@ -96,6 +105,8 @@ class Workbench:
         if run.runner_pid and runner.pid_alive(run.runner_pid):
             _kill(run.runner_pid)
         self.store.delete_run(run_id)
+        # Checkpoints and logs on disk go too (the cached base model is shared and stays).
+        shutil.rmtree(runner.run_dir(run_id), ignore_errors=True)
 
     # -- stages ----------------------------------------------------------------------------
     def get_stage(self, stage_id: int) -> r.Stage:
@@ -139,7 +150,7 @@ class Workbench:
         for cmd in self.store.pending_commands(stage_id):
             self.store.mark_command_applied(cmd.id, None, "dropped: stage restarted")
         self.store.transition(stage_id, r.RESUMABLE_STATES, r.QUEUED, error=None,
-                              ended_at=None, pid=None, step=ckpt.step if ckpt else 0)
+                              ended_at=None, step=ckpt.step if ckpt else 0)
         # Later stages that never ran stay queued; the runner picks up from this one.
         run = self.store.get_run(stage.run_id)
         for later in run.stages:
@@ -166,11 +177,30 @@ class Workbench:
         with open(stage.log_path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 200_000))
-            tail = deque(f.read().decode("utf-8", "replace").splitlines(), maxlen=lines)
+            text = f.read().decode("utf-8", "replace")
+        # Progress bars redraw with "\r": keep only the last state of each such line.
+        cleaned = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+        tail = deque((line for line in cleaned if line.strip()), maxlen=lines)
         return "\n".join(tail)
 
     def metrics(self, stage_id: int, names: Optional[list[str]] = None) -> list[r.Metric]:
         return self.store.metrics(stage_id, names)
+
+    def metric_names(self, stage_id: int) -> list[str]:
+        return self.store.metric_names(stage_id)
+
+    def metric_series(self, stage_id: int, name: str) -> tuple[list[int], list[float]]:
+        return self.store.metric_series(stage_id, name)
+
+    # -- GRPO groups -----------------------------------------------------------------------
+    def group_steps(self, stage_id: int) -> list[int]:
+        return self.store.group_steps(stage_id)
+
+    def step_groups(self, stage_id: int, step: int) -> list[r.Group]:
+        return self.store.step_groups(stage_id, step)
+
+    def prompt_history(self, stage_id: int, prompt: str) -> list[r.Group]:
+        return self.store.prompt_history(stage_id, prompt)
 
     def events(self, run_id: int, stage_id: Optional[int] = None) -> list[r.Event]:
         return self.store.events(run_id, stage_id)

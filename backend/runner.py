@@ -50,9 +50,9 @@ def start_pipeline(store: Store, run_id: int) -> int:
     run = store.get_run(run_id)
     if run.runner_pid and pid_alive(run.runner_pid):
         return run.runner_pid
+    # The runner claims the run itself (compare-and-set), so a second one exits at once.
     proc = _spawn(["_pipeline", "--db", store.url, "--run", str(run_id)],
                   run_dir(run_id) / "pipeline.log")
-    store.set_runner_pid(run_id, proc.pid)
     return proc.pid
 
 
@@ -87,36 +87,59 @@ def reap(store: Store, stages: Optional[list[r.Stage]] = None) -> list[int]:
     return reaped
 
 
+def _claim(store: Store, run_id: int, me: int) -> bool:
+    """Become the run's only runner: take a free slot, or one whose holder is dead."""
+    if store.set_runner_pid(run_id, me, expected=None):
+        return True
+    holder = store.get_run(run_id).runner_pid
+    if holder == me:
+        return True
+    return not pid_alive(holder) and store.set_runner_pid(run_id, me, expected=holder)
+
+
+def _next_queued(store: Store, run_id: int) -> Optional[r.Stage]:
+    pending = [s for s in store.get_run(run_id).stages if s.status != r.COMPLETED]
+    return pending[0] if pending and pending[0].status == r.QUEUED else None
+
+
 def pipeline_main(db_url: str, run_id: int) -> int:
     """The pipeline runner's loop (runs in its own detached process)."""
     store = Store(db_url)
-    store.set_runner_pid(run_id, os.getpid())
-    try:
-        while True:
-            run = store.get_run(run_id)
-            pending = [s for s in run.stages if s.status != r.COMPLETED]
-            if not pending:
-                store.add_event(run_id, "pipeline completed")
+    me = os.getpid()
+    if not _claim(store, run_id, me):
+        print(f"run {run_id} already has a live runner; exiting", flush=True)
+        return 0
+    while True:
+        stage = _next_queued(store, run_id)
+        if stage is None:
+            # Release, then look once more: a resume may have queued a stage while it saw us
+            # alive and so started no runner of its own.
+            store.set_runner_pid(run_id, None, expected=me)
+            stage = _next_queued(store, run_id)
+            if stage is None or not _claim(store, run_id, me):
+                run = store.get_run(run_id)
+                if run.status == r.COMPLETED:
+                    store.add_event(run_id, "pipeline completed")
                 return 0
-            stage = pending[0]
-            if stage.status != r.QUEUED:
-                return 1  # failed / stopped / interrupted: wait for the user
-            code = _run_stage(store, run, stage)
-            after = store.get_stage(stage.id)
-            if after.status in r.ACTIVE_STATES or after.status == r.QUEUED:
-                # The worker exited without recording an end: it was killed.
-                store.transition(stage.id, [r.QUEUED, *r.ACTIVE_STATES], r.INTERRUPTED,
-                                 ended_at=now(),
-                                 error=f"The worker process exited with code {code} without "
-                                       f"finishing (killed?). Resume continues from the last "
-                                       f"checkpoint.")
+        code, pid = _run_stage(store, store.get_run(run_id), stage)
+        after = store.get_stage(stage.id)
+        if after.pid == pid and after.status in r.ACTIVE_STATES:
+            # The worker exited without recording how it ended: it was killed.
+            if store.transition(stage.id, r.ACTIVE_STATES, r.INTERRUPTED, ended_at=now(),
+                                error=f"The worker process died (exit code {code}) without "
+                                      f"finishing (killed?). Resume continues from the last "
+                                      f"checkpoint."):
                 store.add_event(run_id, f"stage {stage.id} interrupted (exit code {code})",
                                 stage_id=stage.id, level="warning")
-    finally:
-        store.set_runner_pid(run_id, None)
+        elif after.pid != pid and after.status == r.QUEUED:
+            # It never claimed the stage: it crashed while starting (an import error, say).
+            store.transition(stage.id, [r.QUEUED], r.FAILED, ended_at=now(),
+                             error=f"The worker process exited with code {code} before it "
+                                   f"started the stage; see its log {after.log_path}.")
+        # Otherwise (queued again by a resume after the worker was reaped) loop and relaunch.
 
 
-def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> int:
+def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> tuple[int, int]:
     out = Path(stage.output_dir) if stage.output_dir else (
         run_dir(run.id) / f"stage-{stage.position}-{stage.kind}")
     log_path = Path(stage.log_path) if stage.log_path else out / "stage.log"
@@ -127,5 +150,5 @@ def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> int:
     while True:
         code = proc.poll()
         if code is not None:
-            return code
+            return code, proc.pid
         time.sleep(0.5)

@@ -170,7 +170,7 @@ def main(db_url: str, stage_id: int) -> int:
     claimed = store.transition(
         stage_id, [r.QUEUED], r.RUNNING, pid=os.getpid(), host=socket.gethostname(),
         heartbeat_at=now(), started_at=stage.started_at or now(), ended_at=None, error=None,
-        attempt_started_step=stage.step,
+        attempt_started_step=stage.step, attempt_started_at=now(),
     )
     if not claimed:
         print(f"stage {stage_id} is {stage.status}, not queued: nothing to do", file=sys.stderr)

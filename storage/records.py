@@ -40,6 +40,7 @@ class Stage:
     started_at: Optional[datetime]
     ended_at: Optional[datetime]
     attempt_started_step: int
+    attempt_started_at: Optional[datetime]
     error: Optional[str]
     log_path: Optional[str]
     output_dir: Optional[str]

@@ -49,7 +49,7 @@ def test_kill_9_marks_interrupted_keeps_metrics_and_resume_completes(db_url):
     checkpoint_step = int(interrupted.checkpoint.rsplit("-", 1)[1])
     message = wb.resume(stage.id)
     assert f"step {checkpoint_step}" in message
-    wait_for(lambda: wb.get_run(run_id).status == "completed", 180, what="the resumed run")
+    wait_for(lambda: wb.get_run(run_id).status == "completed", 400, what="the resumed run")
     done = _stage(wb, run_id)
     assert done.step == 300
     assert done.summary["problems"] == 20  # the held-out evaluation ran at the end
@@ -99,6 +99,6 @@ def test_pause_resume_stop_and_resume_from_checkpoint(db_url):
         wb.pause(stage_id)  # nothing to pause
 
     wb.resume(stage_id)
-    wait_for(lambda: wb.get_run(run_id).status == "completed", 180, what="completion")
+    wait_for(lambda: wb.get_run(run_id).status == "completed", 400, what="completion")
     events = [e.message for e in wb.events(run_id)]
     assert any("resumed from step" in m for m in events)

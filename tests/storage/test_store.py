@@ -179,12 +179,11 @@ def test_metrics_series_ordered_by_step(store):
     store.add_metrics(other, 0, {"other_metric": 1})
     store.add_metrics(sid, 9, {})  # nothing to write is fine
 
-    series = store.metric_series(sid, "loss")
-    assert all(type(x) is Metric for x in series)
-    assert [(x.step, x.value) for x in series] == [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0)]
+    steps, values = store.metric_series(sid, "loss")
+    assert list(zip(steps, values)) == [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.0)]
     assert store.metric_names(sid) == ["loss", "reward"]  # None values are skipped
     assert store.metric_names(other) == ["other_metric"]
-    assert store.metric_series(sid, "missing") == []
+    assert store.metric_series(sid, "missing") == ([], [])
     both = store.metrics(sid)
     assert [m.step for m in both] == sorted(m.step for m in both) and len(both) == 8
     assert {m.name for m in store.metrics(sid, ["reward"])} == {"reward"}
@@ -227,8 +226,6 @@ def test_prompt_history_follows_one_prompt(store):
     assert store.prompt_history(sid, "never asked") == []
 
 
-@pytest.mark.xfail(strict=True, reason="storage bug: prompt_history repeats a step once per "
-                   "matching group (its step query lacks DISTINCT); see report")
 def test_prompt_history_same_prompt_twice_in_one_step(store):
     sid = make_run(store).stages[0].id
     store.add_groups(sid, 1, [make_group(0, "dup"), make_group(1, "dup")])
@@ -407,7 +404,7 @@ def test_delete_run_cascades_and_spares_other_runs(store):
         assert count(store, table) == n // 2, table
     ks = kept.stages[0].id
     assert len(store.step_groups(ks, 1)) == 2
-    assert [m.value for m in store.metric_series(ks, "loss")] == [1.0]
+    assert store.metric_series(ks, "loss")[1] == [1.0]
     (kds,) = store.datasets(kept.id)
     assert kds.size == 2 and store.dataset_rows(kds.id)[0].prompt == "edited"
     assert store.undo_last_edit(kds.id) == "row 0: prompt restored"
@@ -425,13 +422,13 @@ def test_purge_stage_records_after(store):
     store.add_groups(other, 9, [make_group(0)])
 
     store.purge_stage_records_after(sid, 3)
-    assert [m.step for m in store.metric_series(sid, "loss")] == [1, 2, 3]
+    assert store.metric_series(sid, "loss")[0] == [1, 2, 3]
     assert store.group_steps(sid) == [1, 2, 3]
     assert count(store, "rollouts", "stage_id = :s AND step > 3", s=sid) == 0
     assert count(store, "rollouts", "stage_id = :s", s=sid) == 3 * 2 * 4
     # Another stage's later steps are not touched.
     assert store.group_steps(other) == [9]
-    assert [m.step for m in store.metric_series(other, "loss")] == [9]
+    assert store.metric_series(other, "loss")[0] == [9]
     # The replayed steps can be written again (no duplicate-key error).
     store.add_groups(sid, 4, [make_group(0)])
     assert store.group_steps(sid) == [1, 2, 3, 4]
@@ -498,9 +495,7 @@ def test_folder_is_created_and_a_folder_path_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kind", [
     "file",
-    pytest.param("memory", marks=pytest.mark.xfail(
-        strict=True, reason="storage bug: 'sqlite://' gets SQLAlchemy's SingletonThreadPool, "
-        "so another thread sees a different, empty in-memory database; see report")),
+    "memory",
 ])
 def test_writes_from_a_background_thread(kind, file_url):
     """The GRPO group writer records from a thread; the store must allow it."""
@@ -558,9 +553,6 @@ def test_read_only_database_that_needs_migrating(tmp_path):
         Store(_readonly_url(path))
 
 
-@pytest.mark.xfail(strict=True, reason="storage bug: _sqlite_pragmas sets journal_mode=WAL on "
-                   "every connect, which fails on a read-only file not already in WAL mode, so "
-                   "even reading it raises; see report")
 def test_read_only_database_not_in_wal_mode_can_still_be_read(tmp_path):
     path = tmp_path / "copied.db"
     st = Store(f"sqlite:///{path}")
