@@ -349,6 +349,14 @@ def run(ctx: StageContext) -> dict:
             if cfg.eval_every and state.global_step == 0:
                 self._eval(0)
 
+        def on_step_begin(self, args, state, control, **kw):
+            # The steerable values this step runs with, so the curves show where a live
+            # change took effect (commands apply between steps).
+            values = {"steer/temperature": trainer.temperature, "steer/beta": trainer.beta}
+            for name, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist()):
+                values[f"steer/weight/{name}"] = w
+            ctx.log_metrics(state.global_step + 1, values)
+
         def on_step_end(self, args, state, control, **kw):
             if cfg.eval_every and state.global_step % cfg.eval_every == 0:
                 self._eval(state.global_step)
