@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 14:55:10.654684
+Create Date: 2026-11-28 14:31:03.040339
 """
 from alembic import op
 import sqlalchemy as sa
@@ -25,8 +25,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('runner_pid', sa.Integer(), nullable=True),
     sa.Column('deleted', sa.Boolean(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sqlite_autoincrement=True
+    sa.PrimaryKeyConstraint('id')
     )
     op.create_table('stages',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -44,7 +43,6 @@ def upgrade() -> None:
     sa.Column('started_at', sa.DateTime(), nullable=True),
     sa.Column('ended_at', sa.DateTime(), nullable=True),
     sa.Column('attempt_started_step', sa.Integer(), nullable=False),
-    sa.Column('attempt_started_at', sa.DateTime(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('log_path', sa.Text(), nullable=True),
     sa.Column('output_dir', sa.Text(), nullable=True),
@@ -138,7 +136,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('metrics', schema=None) as batch_op:
-        batch_op.create_index('ix_metrics_stage_name_step', ['stage_id', 'name', 'step', 'value'], unique=False)
+        batch_op.create_index('ix_metrics_stage_name_step', ['stage_id', 'name', 'step'], unique=False)
 
     op.create_table('rollouts',
     sa.Column('id', sa.Integer(), nullable=False),
