@@ -28,6 +28,17 @@ def upgrade_to_head(engine: Engine) -> None:
     with engine.connect() as conn:
         if MigrationContext.configure(conn).get_current_revision() == head:
             return  # fast path: no Alembic environment to load on every open
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # SQLite rebuilds a table to alter it (copy, DROP, rename). With foreign keys on,
+            # that DROP would cascade-delete every child row (a run's stages, metrics...).
+            # The pragma only takes effect outside a transaction, hence before begin().
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.commit()
