@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backend.rewards.extract import last_boxed
 from backend.tasks.problem import Problem
 
 if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import and not always needed
@@ -76,36 +77,11 @@ def extract_gsm8k_answer(text: str) -> str | None:
     return text.rsplit("####", 1)[1].replace(",", "").strip()
 
 
-def _boxed_content(text: str, start: int) -> str | None:
-    """Content of the brace group opening at ``text[start] == "{"``; ``None`` if unclosed.
-    Escaped braces (``\\{``, ``\\}``) do not count."""
-    depth, i = 0, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-        i += 1
-    return None
-
-
 def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` whose braces balance, stripped (``\\boxed{\\frac{1}{2}}``
-    gives ``\\frac{1}{2}``); ``None`` if there is none."""
-    marker = "\\boxed{"
-    pos = text.rfind(marker)
-    while pos != -1:
-        content = _boxed_content(text, pos + len(marker) - 1)
-        if content is not None:
-            return content.strip()
-        pos = text.rfind(marker, 0, pos)
-    return None
+    """Content of the last ``\\boxed{...}`` whose braces balance, stripped; ``None`` if there
+    is none. The same reading the rewards use, so data and grading agree."""
+    content = last_boxed(text)
+    return None if content is None else content.strip()
 
 
 def _check_answer_format(answer_format: str) -> None:
