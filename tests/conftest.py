@@ -1,7 +1,6 @@
 """Shared fixtures: every test gets its own data home (database, runs, model cache)."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

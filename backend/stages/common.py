@@ -84,3 +84,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def trainer_args(output_dir, steps: int, save_steps: int, seed: int) -> dict[str, Any]:
+    """TrainingArguments every Workbench stage shares (TRL configs subclass them): the stage
+    owns checkpoints (resume needs them), progress goes to the store not to tqdm/W&B."""
+    import torch
+
+    return dict(
+        output_dir=str(output_dir), max_steps=steps, save_steps=save_steps,
+        save_total_limit=2,  # newest two: resume needs one; the older one covers a torn save
+        report_to="none", seed=seed, data_seed=seed,
+        use_cpu=not torch.cuda.is_available(), bf16=False,
+        # On by default in TRL; off is right for small models (and on CPU).
+        gradient_checkpointing=False,
+        disable_tqdm=True, dataloader_num_workers=0,
+    )

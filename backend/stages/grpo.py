@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from backend.stages.common import ConfigError, StageConfig, seed_everything
+from backend.stages.common import ConfigError, StageConfig, seed_everything, trainer_args
 from backend.worker import StageContext, StageStopped, make_trainer_callback
 
 # The prompt template of DeepSeek-R1-Zero (the seed article / the paper's Table 1), for real
@@ -269,7 +269,6 @@ def load_policy(path: str):
 
 
 def run(ctx: StageContext) -> dict:
-    import torch
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -298,8 +297,7 @@ def run(ctx: StageContext) -> dict:
               f"rewards {cfg.reward_funcs} x {cfg.reward_weights}")
 
     args = GRPOConfig(
-        output_dir=str(ctx.output_dir),
-        max_steps=cfg.steps,
+        **trainer_args(ctx.output_dir, cfg.steps, cfg.save_steps, cfg.seed),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=1,
         steps_per_generation=1,  # one generation batch per optimizer step: step == group step
@@ -315,17 +313,6 @@ def run(ctx: StageContext) -> dict:
         scale_rewards=cfg.scale_rewards,
         reward_weights=cfg.weights(),
         logging_steps=1,
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        # On by default in TRL; off is right for a small model (and on CPU).
-        gradient_checkpointing=False,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
     trainer_cls = _recording_trainer_class()
     funcs = [REWARD_FUNCTIONS[name] for name in cfg.reward_names()]

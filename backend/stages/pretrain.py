@@ -16,9 +16,8 @@ import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from backend.stages.common import StageConfig, seed_everything
+from backend.stages.common import StageConfig, seed_everything, trainer_args
 from backend.worker import StageContext, StageStopped, make_trainer_callback
 
 
@@ -138,8 +137,7 @@ def _trainer(ctx: StageContext, cfg: PretrainConfig):
     ctx.event(f"pre-training a {sum(p.numel() for p in model.parameters()):,}-parameter model "
               f"on {len(texts):,} synthetic texts for {cfg.steps} steps")
     args = SFTConfig(
-        output_dir=str(ctx.output_dir),
-        max_steps=cfg.steps,
+        **trainer_args(ctx.output_dir, cfg.steps, cfg.save_steps, cfg.seed),
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
@@ -147,19 +145,9 @@ def _trainer(ctx: StageContext, cfg: PretrainConfig):
         warmup_steps=cfg.warmup_steps,
         weight_decay=0.0,
         logging_steps=10,
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        seed=cfg.seed,
-        data_seed=cfg.seed,
         max_length=128,
         packing=False,
-        dataset_text_field="text",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
+        dataset_text_field="text",  # plain text: loss on every token, as in pre-training
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
                          processing_class=tokenizer, callbacks=[make_trainer_callback(ctx)])

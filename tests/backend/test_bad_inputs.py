@@ -2,7 +2,6 @@
 and nothing else in the store changes."""
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from backend.api import ConfigError, StoreError, Workbench
 from backend.runner import start_pipeline
 from backend.stages.grpo import GRPOStageConfig
-from storage import Group, Rollout, StageSpec, Store
+from storage import Group, Rollout, StageSpec
 from tests.conftest import wait_for
 
 

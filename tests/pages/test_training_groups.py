@@ -1,0 +1,323 @@
+"""The Live training and Group inspector pages, driven through Streamlit's AppTest against a
+store the tests fill directly (metrics, steering commands, hand-made GRPO groups): no
+training, no background processes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.api import Workbench
+from storage import Store
+from storage.records import Group, Rollout, StageSpec
+from storage.store import now
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture
+def store(home, monkeypatch) -> Store:
+    # A fresh data home (conftest's ``home``); nothing is ever started.
+    monkeypatch.setattr("backend.runner.start_pipeline", lambda store, run_id: 0)
+    return Store()
+
+
+def grpo_run(store: Store, name: str = "r1-zero", **stage_fields) -> tuple[int, int]:
+    """A one-stage GRPO run (smoke config: accuracy + format, weights 1.0,0.5)."""
+    config = next(s for s in Workbench.default_stages("r1-zero", "smoke") if s.kind == "grpo")
+    run = store.create_run(name, "r1-zero", "smoke", {"sets": {}},
+                           [StageSpec("grpo", "R1-Zero GRPO", dict(config.config))])
+    stage_id = run.stages[0].id
+    if stage_fields:
+        store.update_stage(stage_id, **stage_fields)
+    return run.id, stage_id
+
+
+def running(**extra) -> dict:
+    # This test process stands in for the worker, so the runner's reaper sees it alive.
+    return dict(status="running", step=6, total_steps=60, pid=os.getpid(),
+                host=socket.gethostname(), started_at=now() - timedelta(seconds=30),
+                heartbeat_at=now(), attempt_started_step=0, **extra)
+
+
+def log_steps(store: Store, stage_id: int, accuracy: dict[int, float], fmt: float,
+              steps: int = 6) -> None:
+    """Per-step TRL metrics, steering values and held-out evals at the given steps."""
+    for step in range(1, steps + 1):
+        store.add_metrics(stage_id, step, {
+            "reward": 0.5 * fmt + 0.1 * step, "reward_std": 0.2,
+            "rewards/accuracy/mean": 0.1 * step, "rewards/accuracy/std": 0.3,
+            "rewards/format/mean": fmt, "rewards/format/std": 0.0,
+            "entropy": 1.0 - 0.05 * step, "clip_ratio/region_mean": 0.0,
+            "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0,
+            "completions/mean_length": 10.0 + step, "completions/clipped_ratio": 0.1,
+            "frac_reward_zero_std": 0.25, "learning_rate": 3e-5, "loss": 0.01,
+            "grad_norm": 0.5, "step_time": 0.4,
+            "steer/temperature": 1.0 if step <= 3 else 0.7, "steer/beta": 0.0,
+            "steer/weight/accuracy": 1.0, "steer/weight/format": 0.5,
+        })
+    for step, acc in accuracy.items():
+        store.add_metrics(stage_id, step, {"eval/accuracy": acc, "eval/think_rate": 0.8,
+                                           "eval/accuracy_lenient": acc,
+                                           "eval/answer_tag_rate": 1.0})
+
+
+def page(name: str, run_id: int | None = None, stage_id: int | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    if run_id is not None:
+        at.query_params["run"] = str(run_id)
+    if stage_id is not None:
+        at.query_params["stage"] = str(stage_id)
+    at.switch_page(f"pages/{name}.py")
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def number_input(at: AppTest, label: str):
+    return next(n for n in at.number_input if n.label == label)
+
+
+# -- Live training ---------------------------------------------------------------------------
+def test_live_training_charts_show_curves_and_the_steering_marker(store):
+    run_id, stage_id = grpo_run(store, **running())
+    log_steps(store, stage_id, {0: 0.3, 3: 0.5, 6: 0.6}, fmt=0.9)
+    cmd = store.add_command(stage_id, "set", {"temperature": 0.7})
+    store.mark_command_applied(cmd, 3, "temperature = 0.7")
+    store.add_command(stage_id, "pause")  # not applied yet: no marker, "waiting" in the log
+    at = page("training", run_id)
+    assert not at.exception
+    assert at.selectbox[1].value == stage_id
+    assert at.get("progress")[0].proto.text.startswith("step 6/60")
+    figs = figures(at)
+    assert len(figs) >= 8
+    titles = [f["layout"]["title"]["text"] for f in figs]
+    for wanted in ("Reward", "Held-out accuracy", "completion length", "KL", "Entropy",
+                   "Clip ratio", "zero reward variance", "Learning rate"):
+        assert any(wanted in t for t in titles), (wanted, titles)
+    reward = figs[titles.index("Reward (group means)")]
+    assert {t["name"] for t in reward["data"]} == {"total (weighted)", "accuracy", "format"}
+    # Every chart marks step 3 with a dashed line and the change that took effect there.
+    for fig in figs:
+        assert any(s.get("x0") == 3 and s["line"]["dash"] == "dash"
+                   for s in fig["layout"]["shapes"])
+        assert "temperature=0.7" in [a["text"] for a in fig["layout"]["annotations"]]
+    kl = figs[titles.index("KL to the reference model")]
+    assert any("beta = 0" in a["text"] for a in kl["layout"]["annotations"])
+    log = at.dataframe[0].value
+    assert list(log["command"]) == ["pause", "temperature=0.7"]  # newest first
+    assert log["applied at step"].iloc[1] == 3
+    assert "waiting" in log["result"].iloc[0]
+    assert not at.warning  # healthy curves: no collapse callout
+
+
+def test_collapse_warning_when_accuracy_falls_while_format_stays_high(store):
+    run_id, stage_id = grpo_run(store, **running())
+    log_steps(store, stage_id, {0: 0.4, 3: 0.97, 6: 0.30}, fmt=1.0)
+    at = page("training", run_id)
+    warning = texts(at.warning)
+    assert "Accuracy fell from 97% (step 3) to 30% (step 6) while format stayed at 100%" \
+        in warning
+    assert "Lower the learning rate live" in warning
+
+
+def test_no_collapse_warning_when_format_fell_too(store):
+    run_id, stage_id = grpo_run(store, **running())
+    log_steps(store, stage_id, {0: 0.4, 3: 0.97, 6: 0.30}, fmt=0.2)
+    at = page("training", run_id)
+    assert "policy collapse" not in texts(at.warning)
+
+
+def test_steering_form_is_prefilled_and_sends_only_the_changed_values(store):
+    run_id, stage_id = grpo_run(store, **running())
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = page("training", run_id)
+    assert number_input(at, "Temperature").value == pytest.approx(0.7)  # newest steer value
+    assert number_input(at, "Weight: accuracy").value == pytest.approx(1.0)
+    assert number_input(at, "Weight: format").value == pytest.approx(0.5)
+    assert number_input(at, "Learning rate").value == pytest.approx(3e-5)
+    assert number_input(at, "KL beta").disabled  # started with beta 0: no reference model
+    number_input(at, "Temperature").set_value(0.9)
+    number_input(at, "Weight: format").set_value(0.0)
+    next(b for b in at.button if b.label == "Apply at next step").click()
+    at.run()
+    assert not at.exception
+    (cmd,) = store.commands(stage_id)
+    assert cmd.kind == "set"
+    assert cmd.payload == {"temperature": pytest.approx(0.9), "reward_weights": {"format": 0.0}}
+    assert "applied at the next step boundary" in texts(at.success)
+
+
+def test_steering_is_disabled_for_a_finished_stage(store):
+    run_id, stage_id = grpo_run(store, status="completed", step=6, total_steps=6,
+                                started_at=now() - timedelta(seconds=20), ended_at=now())
+    log_steps(store, stage_id, {0: 0.3, 6: 0.5}, fmt=0.9)
+    at = page("training", run_id)
+    assert next(b for b in at.button if b.label == "Apply at next step").disabled
+    assert number_input(at, "Temperature").disabled
+    assert "Steering needs a running or paused stage" in texts(at.caption)
+
+
+def test_live_training_opens_on_the_run_with_a_running_grpo_stage(store):
+    active_run, active_stage = grpo_run(store, "active", **running())
+    grpo_run(store, "newer, not started")
+    at = page("training")
+    assert at.selectbox[0].value == active_run and at.selectbox[1].value == active_stage
+    assert "No metrics yet" in texts(at.info)
+
+
+# -- Group inspector -------------------------------------------------------------------------
+def rollout(i: int, text: str, acc: float, fmt: float, adv: float, length: int = 12,
+            truncated: bool = False) -> Rollout:
+    return Rollout(sample_index=i, completion=text, rewards={"accuracy": acc, "format": fmt},
+                   reward=acc + 0.5 * fmt, advantage=adv, length=length, truncated=truncated)
+
+
+GOOD = "<think>3+4=7</think><answer>7</answer>"
+WRONG = "<think>3+4=8</think><answer>8</answer>"
+
+
+def groups(step: int) -> list[Group]:
+    return [
+        # mixed: one right answer among four
+        Group(step, 0, "3+4=", "7", 0.875, 0.5, [
+            rollout(0, WRONG, 0, 1, -0.5), rollout(1, GOOD, 1, 1, 1.5),
+            rollout(2, WRONG, 0, 1, -0.5), rollout(3, WRONG, 0, 1, -0.5)]),
+        # zero variance: all wrong in the same way
+        Group(step, 1, "12+7=", "19", 0.5, 0.0, [
+            rollout(i, "<think>1+2=3</think><answer>39</answer>", 0, 1, 0.0) for i in range(4)]),
+        # truncated and unparseable completions
+        Group(step, 2, "55+5=", "60", 0.25, 0.29, [
+            rollout(0, "<think>5+5=10,5+0+1=6</think><answer>60</answer>", 1, 1, 1.4),
+            rollout(1, "<think>5+5=10,5+5=10,5+5=10,5+5", 0, 0, -0.6, length=24,
+                    truncated=True),
+            rollout(2, "60", 0, 0, -0.4),
+            rollout(3, "<think>5+5=10</think><answer>61</answer>", 0, 1, -0.4)]),
+        # all correct
+        Group(step, 3, "1+1=", "2", 1.5, 0.0, [
+            rollout(i, "<think>1+1=2</think><answer>2</answer>", 1, 1, 0.0) for i in range(4)]),
+    ]
+
+
+@pytest.fixture
+def inspected(store) -> tuple[int, int]:
+    run_id, stage_id = grpo_run(store, status="completed", step=2, total_steps=2)
+    store.add_groups(stage_id, 1, groups(1))
+    store.add_groups(stage_id, 2, groups(2))
+    return run_id, stage_id
+
+
+def group_blocks(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if 'class="wb-group"' in m.value]
+
+
+def test_inspector_shows_summary_histogram_and_groups_sorted_by_advantage(inspected):
+    at = page("groups", inspected[0])
+    assert not at.exception
+    assert at.select_slider[0].value == 2  # the newest step
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Groups"] == "4"
+    assert metrics["Zero-variance groups"] == "50%"   # groups 1 and 3
+    assert metrics["Truncated"] == "6%"                # 1 of 16
+    assert metrics["No answer"] == "12%"               # 2 of 16
+    (hist,) = [f for f in figures(at) if "Advantages" in f["layout"].get("title", {}).get("text", "")]
+    assert sum(len(t["x"]) for t in hist["data"]) == 16
+    blocks = group_blocks(at)
+    assert len(blocks) == 4
+    advantages = [float(a) for a in re.findall(r'class="wb-adv">([+-][\d.]+)<', blocks[0])]
+    assert advantages == [1.5, -0.5, -0.5, -0.5]  # best first
+    assert "rgba(46,160,67" in blocks[0] and "rgba(218,54,51" in blocks[0]  # green, red
+    assert '<span class="wb-think">3+4=7</span>' in blocks[0]
+    assert '<span class="wb-answer">7</span>' in blocks[0]
+
+
+def test_inspector_flags_zero_variance_truncated_and_unparseable(inspected):
+    at = page("groups", inspected[0])
+    labels = [e.label for e in at.expander]
+    assert any("#1" in label and "zero variance" in label for label in labels)
+    blocks = group_blocks(at)
+    assert "all rewards equal: no learning signal" in blocks[1]
+    assert "hit max_completion_length" in blocks[2]
+    assert "no &lt;answer&gt; tag / nothing to compare" in blocks[2]
+    assert "no learning signal" not in blocks[0]
+
+
+def test_inspector_escapes_model_text(store):
+    run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
+    store.add_groups(stage_id, 1, [Group(1, 0, "1+1=", "2", 0.0, 0.0, [
+        rollout(0, "<script>alert(1)</script>", 0, 0, 0.0),
+        rollout(1, "<b>bold</b>", 0, 0, 0.0)])])
+    at = page("groups", run_id)
+    (block,) = group_blocks(at)
+    assert "<script>" not in block and "&lt;script&gt;" in block
+    assert "<b>bold" not in block
+
+
+def test_inspector_filters_and_search_reduce_the_groups(inspected):
+    at = page("groups", inspected[0])
+    at.session_state["gi_outcome"] = "All wrong"
+    at.run()
+    assert [e.label.split("**")[1] for e in at.expander if e.label.startswith("**#")] == ["#1"]
+    at.session_state["gi_outcome"] = "All"
+    at.session_state["gi_flags"] = ["truncated"]
+    at.run()
+    assert len(group_blocks(at)) == 1 and "55+5=" in group_blocks(at)[0]
+    at.session_state["gi_flags"] = []
+    at.text_input(key="gi_search").input("3+4").run()
+    blocks = group_blocks(at)
+    assert len(blocks) == 1 and "3+4=" in blocks[0]
+    at.text_input(key="gi_search").input("no such text").run()
+    assert not group_blocks(at)
+    assert "No group of the 4 matches" in texts(at.caption)
+
+
+def test_inspector_sorts_by_reward_spread(inspected):
+    at = page("groups", inspected[0])
+    at.selectbox(key="gi_sort").select("Highest reward spread").run()
+    labels = [e.label for e in at.expander if e.label.startswith("**#")]
+    assert labels[0].startswith("**#0**") or labels[0].startswith("**#2**")
+    assert labels[-1].startswith("**#1**") or labels[-1].startswith("**#3**")
+
+
+def test_inspector_pages_through_many_groups(store):
+    run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
+    many = [Group(1, i, f"{i}+1=", str(i + 1), 0.0, 0.0,
+                  [rollout(j, "5", 0, 0, 0.0) for j in range(16)]) for i in range(25)]
+    store.add_groups(stage_id, 1, many)
+    at = page("groups", run_id)
+    assert len(group_blocks(at)) == 10
+    at.number_input(key=f"gi_page_{stage_id}").set_value(3).run()
+    assert len(group_blocks(at)) == 5
+    assert "Groups 21–25 of 25" in texts(at.caption)
+
+
+def test_follow_a_prompt_across_steps(inspected):
+    run_id, stage_id = inspected
+    at = page("groups", run_id)
+    at.button(key="follow_2").click().run()
+    assert at.selectbox(key=f"history_prompt_{stage_id}").value == "55+5="
+    history = at.dataframe[-1].value
+    assert list(history["step"]) == [1, 2]
+    assert history["mean reward"].tolist() == pytest.approx([0.25, 0.25])
+    assert any(e.label.startswith("Step 2 · ") for e in at.expander)
+
+
+def test_choosing_an_earlier_step_shows_its_groups(inspected, store):
+    run_id, stage_id = inspected
+    store.add_groups(stage_id, 3, groups(3)[:1])
+    at = page("groups", run_id)
+    assert at.select_slider[0].value == 3 and len(group_blocks(at)) == 1
+    at.select_slider[0].set_value(1).run()
+    assert len(group_blocks(at)) == 4
