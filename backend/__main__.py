@@ -71,14 +71,16 @@ def _print_status(status: dict) -> None:
 
 
 def _wait(wb, run_id: int) -> int:
-    last = None
+    last_states, last_print = None, 0.0
     while True:
         status = wb.run_status(run_id)
-        line = " | ".join(f"{s['kind']} {s['status']} {s['step']}/{s['total_steps'] or '?'}"
-                          for s in status["stages"])
-        if line != last:
+        states = [s["status"] for s in status["stages"]]
+        # Progress to stderr: on every status change, else every 10 s.
+        if states != last_states or time.time() - last_print > 10:
+            line = " | ".join(f"{s['kind']} {s['status']} {s['step']}/{s['total_steps'] or '?'}"
+                              for s in status["stages"])
             print(line, file=sys.stderr, flush=True)
-            last = line
+            last_states, last_print = states, time.time()
         if status["status"] in ("completed", "failed", "stopped", "interrupted"):
             break
         time.sleep(1.0)
