@@ -12,9 +12,8 @@ st.set_page_config(page_title="R1 Workbench", page_icon="🧪", layout="wide")
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
     st.Page("pages/stage.py", title="Stage", icon="🔬"),
-    # Later pages go here, e.g.:
-    # st.Page("pages/live.py", title="Live training", icon="📈"),
-    # st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
+    st.Page("pages/training.py", title="Live training", icon="📈"),
+    st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
 ]
 
 st.navigation(PAGES).run()

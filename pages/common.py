@@ -167,3 +167,65 @@ def flash(message: str, icon: Optional[str] = None) -> None:
 def show_flashes() -> None:
     for message, icon in st.session_state.pop("_flash", []):
         st.toast(message, icon=icon)
+
+
+# -- picking a run and a stage ---------------------------------------------------------------
+def query_int(name: str) -> Optional[int]:
+    """An integer query parameter (``?run=3``), ``None`` when absent or not a number."""
+    try:
+        return int(st.query_params.get(name, ""))
+    except ValueError:
+        return None
+
+
+def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[Any, Any]:
+    """Run and stage selectboxes limited to runs that have a stage of ``kind``; opens on the
+    URL's ``?run=&stage=``, else the newest run with an active stage of that kind, else the
+    newest run that has one. Keeps the URL in step. Stops the page when there is nothing."""
+    runs = [run for run in wb.list_runs() if any(s.kind == kind for s in run.stages)]
+    if not runs:
+        st.info(f"No run has a {what} yet. Start one (e.g. recipe `r1-zero`) on the Runs page.")
+        st.page_link("pages/runs.py", label="Runs", icon=":material/add:")
+        st.stop()
+    runs_by_id = {run.id: run for run in runs}  # newest first
+    wanted_run = query_int("run")
+    if wanted_run not in runs_by_id:
+        active = next((run for run in runs if any(
+            s.kind == kind and s.status in ACTIVE_STATES for s in run.stages)), None)
+        wanted_run = (active or runs[0]).id
+    run_ids = list(runs_by_id)
+    run_col, stage_col = st.columns(2)
+    run_id = run_col.selectbox(
+        "Run", run_ids, index=run_ids.index(wanted_run),
+        format_func=lambda i: f"#{i} · {runs_by_id[i].name} · {status_badge(runs_by_id[i].status)}")
+    run = runs_by_id[run_id]
+    stages = [s for s in run.stages if s.kind == kind]
+    stages_by_id = {s.id: s for s in stages}
+    wanted_stage = query_int("stage")
+    if wanted_stage not in stages_by_id:
+        wanted_stage = default_stage(stages).id
+    stage_ids = list(stages_by_id)
+    stage_id = stage_col.selectbox(
+        "Stage", stage_ids, index=stage_ids.index(wanted_stage),
+        format_func=lambda i: (f"{stages_by_id[i].position + 1}. {stages_by_id[i].name} "
+                               f"· {status_badge(stages_by_id[i].status)}"))
+    st.query_params.update({"run": str(run_id), "stage": str(stage_id)})
+    return run, stages_by_id[stage_id]
+
+
+# -- steering commands -------------------------------------------------------------------------
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{_fmt_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def command_label(cmd: Any) -> str:
+    """Short text of a command: ``pause``, ``temperature=0.7``, ``reward_weights=format:0``."""
+    if cmd.kind == "set" and cmd.payload:
+        return ", ".join(f"{k}={_fmt_value(v)}" for k, v in cmd.payload.items())
+    if cmd.payload:
+        return f"{cmd.kind} " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in cmd.payload.items())
+    return cmd.kind

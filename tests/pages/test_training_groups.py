@@ -7,6 +7,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -321,3 +323,33 @@ def test_choosing_an_earlier_step_shows_its_groups(inspected, store):
     assert at.select_slider[0].value == 3 and len(group_blocks(at)) == 1
     at.select_slider[0].set_value(1).run()
     assert len(group_blocks(at)) == 4
+
+
+def test_inspector_follows_a_running_stage_unless_the_url_names_a_step(inspected, store):
+    store.update_stage(inspected[1], **running())
+    at = page("groups", inspected[0])
+    assert at.toggle[0].value and at.select_slider[0].value == 2
+    assert "Following live: step 2" in texts(at.caption)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params.update({"run": str(inspected[0]), "stage": str(inspected[1]), "step": "1"})
+    at.switch_page("pages/groups.py").run()
+    assert at.select_slider[0].value == 1
+    assert not at.toggle[0].value
+
+
+def test_both_pages_render_without_training_libraries(inspected, store):
+    # The UI never trains: these pages must not pull in torch / transformers / trl.
+    run_id, stage_id = inspected
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    code = ("import sys\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            "for page in ('pages/training.py', 'pages/groups.py'):\n"
+            f"    at = AppTest.from_file({APP!r}, default_timeout=60)\n"
+            f"    at.query_params['run'] = '{run_id}'\n"
+            "    at.switch_page(page).run()\n"
+            "    assert not at.exception, at.exception\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(APP).parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
