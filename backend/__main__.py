@@ -86,7 +86,13 @@ def _wait(wb, run_id: int) -> int:
         time.sleep(1.0)
     for s in status["stages"]:
         summary = s.get("summary") or {}
-        if "accuracy" in summary:
+        if "base" in summary and "final" in summary:  # the evaluate stage: before / after
+            base, final = summary["base"], summary["final"]
+            print(f"stage {s['id']} ({s['kind']}): held-out greedy pass@1 "
+                  f"{base['greedy_pass@1']:.1%} (base) -> {final['greedy_pass@1']:.1%} (final), "
+                  f"{summary.get('gain_points', 0):+.1f} points on {summary.get('problems', '?')}"
+                  f" problems; think used {base['think_rate']:.1%} -> {final['think_rate']:.1%}")
+        elif "accuracy" in summary:
             print(f"stage {s['id']} ({s['kind']}): held-out accuracy {summary['accuracy']:.1%} "
                   f"(strict, greedy, {summary.get('problems', '?')} problems), "
                   f"lenient {summary.get('accuracy_lenient', 0):.1%}, "

@@ -35,10 +35,9 @@ if str(ROOT) not in sys.path:
 
 import sqlalchemy  # noqa: E402
 
+from bench.common import DOCS, pct, write_section  # noqa: E402
 from storage import Group, Rollout, StageSpec, Store  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench_store:start -->", "<!-- bench_store:end -->"
 SECTION_HEADING = "## Store (issue: foundation)"
 
 INSERT_TARGET = 20_000  # rollouts/s
@@ -96,13 +95,6 @@ class Synth:
 def new_stage(store: Store) -> int:
     run = store.create_run("bench", "r1-zero", "tiny", {}, [StageSpec("grpo", "GRPO", {})])
     return run.stages[0].id
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def timed_calls(fn, args_list) -> list[float]:
@@ -275,21 +267,14 @@ def render(mi: dict, ins: dict, filled: dict, q: dict, args) -> str:
     return "\n".join(lines)
 
 
+INTRO = ("Rollout insert rate and UI query latency of `storage.Store` on SQLite. Reproduce "
+         "with `.venv/bin/python bench/bench_store.py` (1-2 minutes on 2 CPUs: it fills a "
+         "1M-rollout database); the table below between the markers is rewritten by that "
+         "script.")
+
+
 def write_docs(body: str) -> None:
-    block = f"{START}\n{body}\n{END}"
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        intro = ("Rollout insert rate and UI query latency of `storage.Store` on SQLite. "
-                 "Reproduce with `.venv/bin/python bench/bench_store.py` (1-2 minutes "
-                 "on 2 CPUs: it fills a 1M-rollout database); the table below between "
-                 "the markers is rewritten by that script.")
-        text = text.rstrip("\n") + f"\n\n{SECTION_HEADING}\n\n{intro}\n\n{block}\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
+    write_section("bench_store", SECTION_HEADING, body, INTRO)
 
 
 # ------------------------------------------------------------------------------ main

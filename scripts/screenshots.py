@@ -1,0 +1,86 @@
+"""Take the README's screenshots from a real store: starts the app on it, opens each page in
+headless Chromium (Debian's, never a downloaded one) and saves full-page PNGs.
+
+    R1WB_HOME=/path/to/data .venv/bin/python scripts/screenshots.py --run 2 --stage 5
+
+Pages: runs, stage, training (Live training), groups (Group inspector). ``--only`` picks some.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Reward"),
+         "groups": ("groups", "Groups of step")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                      timeout=2).status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("streamlit did not start")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=int, required=True)
+    ap.add_argument("--stage", type=int, required=True, help="a GRPO stage of the run")
+    ap.add_argument("--step", type=int, default=None, help="inspector step (default: latest)")
+    ap.add_argument("--only", nargs="*", default=list(PAGES))
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    ap.add_argument("--width", type=int, default=1500)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = serve(port)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": args.width, "height": 1000})
+            for name in args.only:
+                path, expect = PAGES[name]
+                query = f"?run={args.run}&stage={args.stage}"
+                if name == "groups" and args.step is not None:
+                    query += f"&step={args.step}"
+                page.goto(f"http://127.0.0.1:{port}/{path}{query}")
+                page.get_by_text(expect).first.wait_for(timeout=90_000)
+                time.sleep(4)  # plotly draws after the text arrives
+                page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
+                print(f"wrote {args.out / f'{name}.png'}")
+            browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
