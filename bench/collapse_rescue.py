@@ -4,7 +4,7 @@
 
 Runs ``r1-zero --preset tiny`` twice with a too-high GRPO learning rate (quick evals every 10
 steps): once left alone, once steered exactly as a user of the Live training page would: when
-the quick held-out eval has fallen by 30 points from its peak (the page's collapse warning),
+the quick held-out eval has fallen by 15 points from its peak (the page's collapse warning),
 ``Workbench.set_params(stage, {"learning_rate": rescue})`` is sent; the worker applies it at
 the next step boundary. Writes a section of docs/results.md (between its markers) and
 docs/img/collapse_rescue.png. Every number comes from the runs' stored metrics.
@@ -24,7 +24,7 @@ from backend.api import Workbench  # noqa: E402
 
 DOCS = ROOT / "docs"
 START, END = "<!-- collapse_rescue:start -->", "<!-- collapse_rescue:end -->"
-DROP = 0.30  # the Live training page's collapse threshold (pages/training.py COLLAPSE_DROP)
+DROP = 0.15  # the Live training page's collapse threshold (pages/training.py COLLAPSE_DROP)
 
 
 def grpo_stage(wb: Workbench, run_id: int):
@@ -138,11 +138,17 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--rescue-lr", type=float, default=3e-5)
     ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--alone-run", type=int, default=None,
+                    help="reuse a finished left-alone run instead of training it again")
     args = ap.parse_args()
     wb = Workbench(args.db)
     sets = {"grpo.learning_rate": args.lr, "grpo.eval_every": args.eval_every}
     results = {}
+    if args.alone_run is not None:
+        results["alone"] = follow(wb, args.alone_run, None)
     for key, rescue in (("alone", None), ("rescued", args.rescue_lr)):
+        if key in results:
+            continue
         run = wb.create_run("r1-zero", "tiny", dict(sets), name=f"collapse demo: {key}")
         print(f"run {run.id} ({key}) started", flush=True)
         results[key] = follow(wb, run.id, rescue)

@@ -26,8 +26,12 @@ st.title("Live training")
 show_flashes()
 
 # How far held-out accuracy must fall from its peak, with format still high, to call it a
-# collapse (the tiny preset at lr 5e-4: 30% -> 3% with format at 100%).
-COLLAPSE_DROP = 0.30
+# collapse. The tiny preset at lr 5e-4 goes 32% -> 15% -> 3% in its first 20 steps with format
+# at 100%, and once every group answers the same wrong number no group has reward spread, so
+# nothing can pull it back: the warning has to come at the first falling eval (15 points is
+# far outside the noise of a 200-problem eval), while lowering the learning rate still helps
+# (bench/collapse_rescue.py, docs/results.md).
+COLLAPSE_DROP = 0.15
 FORMAT_HIGH = 0.80
 ZERO_STD_HIGH = 0.90
 CHART_HEIGHT = 290
