@@ -192,6 +192,13 @@ class Workbench:
     def metric_series(self, stage_id: int, name: str) -> tuple[list[int], list[float]]:
         return self.store.metric_series(stage_id, name)
 
+    def metric_table(self, stage_id: int, names: Optional[list[str]] = None,
+                     max_points: int = 1000) -> dict[str, tuple[list[int], list[float]]]:
+        return self.store.metric_table(stage_id, names, max_points)
+
+    def latest_metrics(self, stage_id: int, names: list[str]) -> dict[str, float]:
+        return self.store.latest_metrics(stage_id, names)
+
     # -- GRPO groups -----------------------------------------------------------------------
     def group_steps(self, stage_id: int) -> list[int]:
         return self.store.group_steps(stage_id)

@@ -35,6 +35,9 @@ COLLAPSE_DROP = 0.15
 FORMAT_HIGH = 0.80
 ZERO_STD_HIGH = 0.90
 CHART_HEIGHT = 290
+# Points per curve: a chart cannot show more, and a 10,000-step stage must refresh in well
+# under the 2 s refresh period (bench/bench_inspector.py measures it).
+MAX_POINTS = 1000
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -52,13 +55,15 @@ def config_weights(stage: Any) -> list[float]:
 
 
 def metric_frame(stage_id: int) -> pd.DataFrame:
-    """Every metric of the stage as a step x name table (NaN where a step did not log it)."""
-    metrics = wb.metrics(stage_id)
-    if not metrics:
+    """The stage's metrics as a step x name table (NaN where a step did not log a metric).
+    Long stages come back averaged over buckets of steps (at most MAX_POINTS per curve)."""
+    table = wb.metric_table(stage_id, max_points=MAX_POINTS)
+    if not table:
         return pd.DataFrame()
-    frame = pd.DataFrame([(m.step, m.name, m.value) for m in metrics],
-                         columns=["step", "name", "value"])
-    return frame.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+    frame = pd.concat({name: pd.Series(values, index=steps, dtype=float)
+                       for name, (steps, values) in table.items()}, axis=1).sort_index()
+    frame.index.name = "step"
+    return frame
 
 
 def series(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -67,31 +72,23 @@ def series(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name].dropna()
 
 
-def latest(frame: pd.DataFrame, name: str) -> Optional[float]:
-    s = series(frame, name)
-    return float(s.iloc[-1]) if len(s) else None
-
-
-def current_values(stage: Any, frame: pd.DataFrame) -> dict[str, Any]:
+def current_values(stage: Any) -> dict[str, Any]:
     """The steerable values the stage runs with now: the newest ``steer/*`` metrics and
-    ``learning_rate``, else the stage's config."""
+    ``learning_rate`` (exact, never bucket means), else the stage's config."""
     cfg = stage.config or {}
     names = reward_names(stage)
     weights = config_weights(stage)
+    now = wb.latest_metrics(stage.id, ["steer/temperature", "steer/beta", "learning_rate"]
+                            + [f"steer/weight/{n}" for n in names])
     values: dict[str, Any] = {
-        "temperature": latest(frame, "steer/temperature") or float(cfg.get("temperature", 1.0)),
-        "beta": latest(frame, "steer/beta"),
-        "learning_rate": latest(frame, "learning_rate"),
+        "temperature": now.get("steer/temperature", float(cfg.get("temperature", 1.0))),
+        "beta": now.get("steer/beta", float(cfg.get("beta", 0.0))),
+        "learning_rate": now.get("learning_rate", float(cfg.get("learning_rate", 0.0))),
         "weights": {},
     }
-    if values["beta"] is None:
-        values["beta"] = float(cfg.get("beta", 0.0))
-    if values["learning_rate"] is None:
-        values["learning_rate"] = float(cfg.get("learning_rate", 0.0))
     for i, name in enumerate(names):
-        w = latest(frame, f"steer/weight/{name}")
-        values["weights"][name] = w if w is not None else (weights[i] if i < len(weights)
-                                                           else 1.0)
+        values["weights"][name] = now.get(f"steer/weight/{name}",
+                                          weights[i] if i < len(weights) else 1.0)
     return values
 
 
@@ -310,15 +307,17 @@ def charts(stage_id: int) -> None:
     if note:
         st.info(note, icon=":material/horizontal_rule:")
 
+    now = wb.latest_metrics(stage_id, ["reward", "eval/accuracy", "completions/mean_length",
+                                       "frac_reward_zero_std"])
     tiles = st.columns(5)
     tiles[0].metric("Step", stage.step, help="Optimizer steps done")
-    tiles[1].metric("Reward", num(latest(frame, "reward")),
+    tiles[1].metric("Reward", num(now.get("reward")),
                     help="Weighted total reward, mean over the step's completions")
-    tiles[2].metric("Held-out accuracy", pct(latest(frame, "eval/accuracy")),
+    tiles[2].metric("Held-out accuracy", pct(now.get("eval/accuracy")),
                     help="Strict accuracy in the newest quick held-out eval")
-    tiles[3].metric("Mean length", num(latest(frame, "completions/mean_length"), "{:.1f}"),
+    tiles[3].metric("Mean length", num(now.get("completions/mean_length"), "{:.1f}"),
                     help="Mean completion length in tokens, newest step")
-    tiles[4].metric("Zero-variance groups", pct(latest(frame, "frac_reward_zero_std")),
+    tiles[4].metric("Zero-variance groups", pct(now.get("frac_reward_zero_std")),
                     help="Groups in which every completion got the same reward (no signal)")
 
     st.page_link("pages/groups.py", label="Why this reward? Inspect the groups of each step",
@@ -334,8 +333,7 @@ def charts(stage_id: int) -> None:
 def steering_form(stage: Any) -> None:
     st.subheader("Live steering")
     live = stage.status in ACTIVE_STATES
-    frame = metric_frame(stage.id)
-    current = current_values(stage, frame)
+    current = current_values(stage)
     beta_locked = float((stage.config or {}).get("beta", 0.0)) == 0.0
     # Keys carry the current values: once a change is applied the form shows the new ones.
     sig = zlib.crc32(repr(sorted((k, str(v)) for k, v in current.items())).encode())

@@ -106,7 +106,11 @@ class GroupRow(Base):
     reward_mean: Mapped[float] = mapped_column(Float)
     reward_std: Mapped[float] = mapped_column(Float)
 
-    __table_args__ = (UniqueConstraint("stage_id", "step", "group_index", name="uq_groups_step"),)
+    __table_args__ = (
+        UniqueConstraint("stage_id", "step", "group_index", name="uq_groups_step"),
+        # "Follow this prompt across steps" looks groups up by their prompt text.
+        Index("ix_groups_stage_prompt", "stage_id", "prompt"),
+    )
 
 
 class RolloutRow(Base):

@@ -323,6 +323,50 @@ class Store:
             ).all()
         return [row[0] for row in rows], [row[1] for row in rows]
 
+    def metric_table(self, stage_id: int, names: Optional[list[str]] = None,
+                     max_points: int = 1000) -> dict[str, tuple[list[int], list[float]]]:
+        """{name: (steps, values)} for charts, at most about ``max_points`` per metric: a stage
+        with more steps comes back as the mean of each bucket of consecutive steps, placed at
+        the bucket's last logged step, so a 10,000-step run costs one aggregate scan instead of
+        200,000 rows through Python. Up to ``max_points`` steps, the values are exact."""
+        t = m.MetricRow.__table__
+        where = [t.c.stage_id == stage_id] + ([t.c.name.in_(names)] if names else [])
+        with self.session() as s:
+            conn = s.connection()
+            last = conn.execute(select(func.max(t.c.step)).where(*where)).scalar()
+            if last is None:
+                return {}
+            bucket = max(1, -(-(last + 1) // max(1, max_points)))  # ceil division
+            if bucket == 1:
+                rows = conn.execute(select(t.c.name, t.c.step, t.c.value).where(*where)
+                                    .order_by(t.c.name, t.c.step)).all()
+            else:
+                key = t.c.step // bucket
+                rows = conn.execute(
+                    select(t.c.name, func.max(t.c.step), func.avg(t.c.value)).where(*where)
+                    .group_by(t.c.name, key).order_by(t.c.name, func.max(t.c.step))).all()
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for name, step, value in rows:
+            steps, values = out.setdefault(name, ([], []))
+            steps.append(int(step))
+            values.append(float(value))
+        return out
+
+    def latest_metrics(self, stage_id: int, names: list[str]) -> dict[str, float]:
+        """The newest value of each metric in ``names`` that was logged (exact, not averaged:
+        what a stage runs with now). One covering-index probe per name."""
+        t = m.MetricRow.__table__
+        out: dict[str, float] = {}
+        with self.session() as s:
+            conn = s.connection()
+            for name in names:
+                value = conn.execute(
+                    select(t.c.value).where(t.c.stage_id == stage_id, t.c.name == name)
+                    .order_by(t.c.step.desc()).limit(1)).scalar()
+                if value is not None:
+                    out[name] = float(value)
+        return out
+
     def metrics(self, stage_id: int, names: Optional[list[str]] = None) -> list[r.Metric]:
         query = select(m.MetricRow.step, m.MetricRow.name, m.MetricRow.value).where(
             m.MetricRow.stage_id == stage_id
@@ -394,16 +438,31 @@ class Store:
         return list(groups.values())
 
     def prompt_history(self, stage_id: int, prompt: str) -> list[r.Group]:
-        """Every group of one prompt across steps (to follow a prompt as training goes on)."""
+        """Every group of one prompt across steps (to follow a prompt as training goes on):
+        the groups found through ``ix_groups_stage_prompt``, then only their own rollouts."""
         with self.session() as s:
-            steps = list(s.scalars(
-                select(m.GroupRow.step).where(m.GroupRow.stage_id == stage_id,
-                                              m.GroupRow.prompt == prompt)
-                .distinct().order_by(m.GroupRow.step)
-            ))
-        out = []
-        for step in steps:
-            out.extend(g for g in self.step_groups(stage_id, step) if g.prompt == prompt)
+            group_rows = s.execute(
+                select(m.GroupRow.step, m.GroupRow.group_index, m.GroupRow.reference,
+                       m.GroupRow.reward_mean, m.GroupRow.reward_std)
+                .where(m.GroupRow.stage_id == stage_id, m.GroupRow.prompt == prompt)
+                .order_by(m.GroupRow.step, m.GroupRow.group_index)
+            ).all()
+            out = []
+            for step, gi, ref, mu, sd in group_rows:
+                group = r.Group(step=step, group_index=gi, prompt=prompt, reference=ref,
+                                reward_mean=mu, reward_std=sd)
+                for si, completion, rewards_json, reward, adv, length, truncated in s.execute(
+                        select(m.RolloutRow.sample_index, m.RolloutRow.completion,
+                               m.RolloutRow.rewards_json, m.RolloutRow.reward,
+                               m.RolloutRow.advantage, m.RolloutRow.length,
+                               m.RolloutRow.truncated)
+                        .where(m.RolloutRow.stage_id == stage_id, m.RolloutRow.step == step,
+                               m.RolloutRow.group_index == gi)
+                        .order_by(m.RolloutRow.sample_index)):
+                    group.rollouts.append(r.Rollout(
+                        sample_index=si, completion=completion, rewards=json.loads(rewards_json),
+                        reward=reward, advantage=adv, length=length, truncated=bool(truncated)))
+                out.append(group)
         return out
 
     def iter_rollouts(self, run_id: int) -> Iterator[dict[str, Any]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from storage import Store
@@ -29,7 +30,23 @@ def test_upgrade_from_first_schema_keeps_runs(tmp_path):
     assert run.stages[0].attempt_started_at is None  # the new column exists, empty
     with store.engine.connect() as conn:
         head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert head == "0002"
+        indexes = {row[0] for row in conn.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'groups'"))}
+    assert head == ScriptDirectory.from_config(cfg).get_current_head()
+    assert "ix_groups_stage_prompt" in indexes  # 0003
     # Deleted ids are not reused after the upgrade either.
     store.delete_run(1)
     assert store.create_run("new", "pretrain-base", "tiny", {}, []).id == 2
+
+
+def test_migrations_build_exactly_the_models_schema(tmp_path):
+    # A model change without its migration would ship a schema that fresh and upgraded
+    # databases disagree on: autogenerate must find nothing to do.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from storage.models import Base
+
+    store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -189,6 +189,23 @@ def test_metrics_series_ordered_by_step(store):
     assert {m.name for m in store.metrics(sid, ["reward"])} == {"reward"}
 
 
+def test_metric_table_exact_when_short_bucket_means_when_long(store):
+    sid = make_run(store).stages[0].id
+    for step in range(10):
+        store.add_metrics(sid, step, {"loss": float(step), "lr": 1e-5 if step < 7 else 2e-5})
+    store.add_metrics(sid, 5, {"eval/accuracy": 0.5})
+    exact = store.metric_table(sid, max_points=100)
+    assert exact["loss"] == (list(range(10)), [float(s) for s in range(10)])
+    assert exact["eval/accuracy"] == ([5], [0.5])
+    # 10 steps into at most 4 points: buckets of 3 steps, each at its last step, means.
+    coarse = store.metric_table(sid, ["loss"], max_points=4)
+    assert list(coarse) == ["loss"]
+    assert coarse["loss"] == ([2, 5, 8, 9], [1.0, 4.0, 7.0, 9.0])
+    assert store.metric_table(make_run(store, "empty").stages[0].id) == {}
+    # What a stage runs with now is exact, whatever the chart's buckets average.
+    assert store.latest_metrics(sid, ["lr", "loss", "missing"]) == {"lr": 2e-5, "loss": 9.0}
+
+
 # ------------------------------------------------------------------------------ groups
 def test_groups_and_rollouts_roundtrip(store):
     sid = make_run(store).stages[0].id
