@@ -13,6 +13,27 @@ import streamlit as st
 
 from backend.api import StoreError, Workbench
 
+def _through_app_navigation() -> None:
+    """Make every page run inside ``app.py``'s ``st.navigation``.
+
+    Because this folder is called ``pages/``, Streamlit starts each server in its old
+    "pages folder" mode and keeps it until ``st.navigation`` has run once: when the first
+    request a server gets is a deep link (``/training?run=5``, a bookmark, a tab left open over
+    a restart), it runs that page file on its own, and the sidebar lists every file of the
+    folder (``common`` included) without the wide layout. Switching the mode off and rerunning
+    lets ``app.py`` run and open the same page. Uses Streamlit internals; if they move, pages
+    still work, only that first deep link looks off."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without it
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_through_app_navigation()
+
 # Stage states, as in storage/records.py (backend.api does not re-export them).
 QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, STOPPED, INTERRUPTED = (
     "queued", "running", "paused", "completed", "failed", "stopped", "interrupted"

@@ -444,8 +444,9 @@ def inspector(stage_id: int, follow_live: bool) -> None:
                    f"({len(views)} in this step). Rows: completions sorted by advantage; green "
                    "positive, red negative, grey zero.")
         names = reward_names(views)
-        for v in chunk:
-            with st.expander(group_label(v), expanded=len(chunk) <= 2):
+        for i, v in enumerate(chunk):
+            # The first group opens by itself: the answer to "why this reward" is one look away.
+            with st.expander(group_label(v), expanded=i == 0 or len(chunk) <= 2):
                 st.markdown(group_html(v, names), unsafe_allow_html=True)
                 st.button("Follow this prompt across steps", key=f"follow_{v.group.group_index}",
                           on_click=follow, args=(stage_id, v.group.prompt), icon=":material/timeline:")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Reward"),
+PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Live steering"),
          "groups": ("groups", "Groups of step")}
 
 
@@ -54,6 +54,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=list(PAGES))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     ap.add_argument("--width", type=int, default=1500)
+    ap.add_argument("--height", type=int, default=2200,
+                    help="viewport height: Streamlit scrolls inside the page, so a full-page "
+                         "screenshot shows only the viewport; a tall one shows it all")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -65,16 +68,20 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": args.width, "height": 1000})
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
             for name in args.only:
                 path, expect = PAGES[name]
                 query = f"?run={args.run}&stage={args.stage}"
                 if name == "groups" and args.step is not None:
                     query += f"&step={args.step}"
                 page.goto(f"http://127.0.0.1:{port}/{path}{query}")
-                page.get_by_text(expect).first.wait_for(timeout=90_000)
+                try:
+                    page.get_by_text(expect).first.wait_for(timeout=90_000)
+                except Exception:
+                    page.screenshot(path=str(args.out / f"{name}-FAILED.png"), full_page=True)
+                    raise
                 time.sleep(4)  # plotly draws after the text arrives
-                page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
+                page.screenshot(path=str(args.out / f"{name}.png"))
                 print(f"wrote {args.out / f'{name}.png'}")
             browser.close()
     finally:

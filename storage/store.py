@@ -339,7 +339,7 @@ class Store:
             bucket = max(1, -(-(last + 1) // max(1, max_points)))  # ceil division
             if bucket == 1:
                 rows = conn.execute(select(t.c.name, t.c.step, t.c.value).where(*where)
-                                    .order_by(t.c.name, t.c.step)).all()
+                                    .order_by(t.c.name, t.c.step, t.c.id)).all()
             else:
                 key = t.c.step // bucket
                 rows = conn.execute(
@@ -348,6 +348,9 @@ class Store:
         out: dict[str, tuple[list[int], list[float]]] = {}
         for name, step, value in rows:
             steps, values = out.setdefault(name, ([], []))
+            if steps and steps[-1] == step:  # logged twice at one step: the newest counts
+                values[-1] = float(value)
+                continue
             steps.append(int(step))
             values.append(float(value))
         return out

@@ -67,8 +67,11 @@ def test_stage_survives_a_streamlit_restart_and_shows_again(db_url, home):
                                                    "save_steps": "500"})
     stage = wait_for(lambda: (s := wb.get_run(run.id).stages[0]).status == "running"
                      and s.step > 0 and s, 120, what="the stage to run")
+    # A deep link is the fresh server's first request: the page must still come up inside
+    # app.py's navigation (its titles), not as a lone file of pages/ (whose names it'd list).
     text = _page_text(f"http://127.0.0.1:{port}/stage?run={run.id}&stage={stage.id}", "running")
     assert "pre-train base model" in text
+    assert "Group inspector" in text and "\ncommon\n" not in text
 
     os.killpg(server.pid, signal.SIGTERM)  # the UI goes away...
     server.wait(timeout=30)

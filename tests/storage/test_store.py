@@ -193,7 +193,8 @@ def test_metric_table_exact_when_short_bucket_means_when_long(store):
     sid = make_run(store).stages[0].id
     for step in range(10):
         store.add_metrics(sid, step, {"loss": float(step), "lr": 1e-5 if step < 7 else 2e-5})
-    store.add_metrics(sid, 5, {"eval/accuracy": 0.5})
+    store.add_metrics(sid, 5, {"eval/accuracy": 0.4})
+    store.add_metrics(sid, 5, {"eval/accuracy": 0.5})  # logged twice at a step: newest wins
     exact = store.metric_table(sid, max_points=100)
     assert exact["loss"] == (list(range(10)), [float(s) for s in range(10)])
     assert exact["eval/accuracy"] == ([5], [0.5])
