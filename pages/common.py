@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import streamlit as st
 
-from backend.api import StoreError, Workbench
+from backend.api import StoreError, Workbench, WorkbenchError
 
 def _through_app_navigation() -> None:
     """Make every page run inside ``app.py``'s ``st.navigation``.
@@ -183,6 +183,19 @@ def default_stage(stages: list[Any]) -> Optional[Any]:
 def flash(message: str, icon: Optional[str] = None) -> None:
     """Queue a toast for the next script run (an action usually ends with ``st.rerun()``)."""
     st.session_state.setdefault("_flash", []).append((message, icon))
+
+
+def control(column: Any, label: str, key: str, action: Callable[[int], str], enabled: bool,
+            help_text: str, icon: str, stage_id: int) -> None:
+    """A stage control button (pause / resume / stop ...): runs ``action(stage_id)`` and
+    shows its answer, or the error, as a toast that survives the rerun."""
+    if column.button(label, key=key, disabled=not enabled, help=help_text, icon=icon,
+                     width="stretch"):
+        try:
+            flash(action(stage_id), icon="✅")
+        except (WorkbenchError, StoreError, KeyError) as exc:
+            flash(str(exc), icon="⚠️")
+        st.rerun()
 
 
 def show_flashes() -> None:

@@ -7,15 +7,14 @@ most interesting stage (the active one, else the one that failed or stopped, els
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from backend.api import StoreError, WorkbenchError
 from pages.common import (ACTIVE_STATES, FAILED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
-                          default_stage, flash, fmt_time, local_time, progress_eta,
+                          control, default_stage, fmt_time, local_time, progress_eta,
                           show_flashes, status_badge, status_markdown, workbench)
 
 wb = workbench()
@@ -64,17 +63,6 @@ st.query_params.update({"run": str(run_id), "stage": str(stage_id)})
 
 
 # -- live panel ------------------------------------------------------------------------------
-def control(column: Any, label: str, key: str, action: Callable[[int], str], enabled: bool,
-            help_text: str, icon: str, stage_id: int) -> None:
-    if column.button(label, key=key, disabled=not enabled, help=help_text, icon=icon,
-                     width="stretch"):
-        try:
-            flash(action(stage_id), icon="✅")
-        except (WorkbenchError, StoreError, KeyError) as exc:
-            flash(str(exc), icon="⚠️")
-        st.rerun()
-
-
 def percent(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "–"
 

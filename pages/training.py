@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from backend.api import StoreError, WorkbenchError
-from pages.common import (ACTIVE_STATES, PAUSED, QUEUED, RUNNING, command_label, flash,
+from pages.common import (ACTIVE_STATES, PAUSED, QUEUED, RUNNING, command_label, control,
                           local_time, pick_stage_of_kind, progress_eta, show_flashes,
                           status_markdown, workbench)
 
@@ -251,17 +251,6 @@ def figures(stage: Any, frame: pd.DataFrame, markers: list[tuple[int, str]]) -> 
 
 
 # -- page parts ------------------------------------------------------------------------------
-def control(column: Any, label: str, key: str, action: Callable[[int], str], enabled: bool,
-            help_text: str, icon: str, stage_id: int) -> None:
-    if column.button(label, key=key, disabled=not enabled, help=help_text, icon=icon,
-                     width="stretch"):
-        try:
-            flash(action(stage_id), icon="✅")
-        except (WorkbenchError, StoreError, KeyError) as exc:
-            flash(str(exc), icon="⚠️")
-        st.rerun()
-
-
 def pct(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.0%}"
 
