@@ -198,6 +198,21 @@ def control(column: Any, label: str, key: str, action: Callable[[int], str], ena
         st.rerun()
 
 
+def live_stage_header(stage_id: int, shown_status: str) -> Optional[Any]:
+    """For a fragment that refreshes a stage: the stage now, with its title drawn; ``None``
+    (and a note) when it was deleted. When its status changed since the page was drawn, the
+    whole page reruns, since its buttons and refresh periods depend on the status."""
+    try:
+        stage = workbench().get_stage(stage_id)
+    except KeyError:
+        st.warning("This stage no longer exists (its run was deleted).")
+        return None
+    if stage.status != shown_status:
+        st.rerun()
+    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
+    return stage
+
+
 def show_flashes() -> None:
     for message, icon in st.session_state.pop("_flash", []):
         st.toast(message, icon=icon)

@@ -14,8 +14,8 @@ import plotly.express as px
 import streamlit as st
 
 from pages.common import (ACTIVE_STATES, FAILED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
-                          control, default_stage, fmt_time, local_time, progress_eta,
-                          show_flashes, status_badge, status_markdown, workbench)
+                          control, default_stage, fmt_time, live_stage_header, local_time,
+                          progress_eta, show_flashes, status_badge, workbench)
 
 wb = workbench()
 
@@ -113,15 +113,9 @@ def collapse_progress_bars(log: str) -> list[str]:
 
 @st.fragment(run_every=2)
 def live_panel(stage_id: int, shown_status: str) -> None:
-    try:
-        stage = wb.get_stage(stage_id)
-    except KeyError:
-        st.warning("This stage no longer exists (its run was deleted).")
+    stage = live_stage_header(stage_id, shown_status)
+    if stage is None:
         return
-    if stage.status != shown_status:
-        st.rerun()  # the whole page (buttons, chart refresh) depends on the status
-
-    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
     st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
     fraction, eta = progress_eta(stage)
     st.progress(fraction, text=eta)

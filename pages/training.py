@@ -17,8 +17,8 @@ import streamlit as st
 
 from backend.api import StoreError, WorkbenchError
 from pages.common import (ACTIVE_STATES, PAUSED, QUEUED, RUNNING, command_label, control,
-                          local_time, pick_stage_of_kind, progress_eta, show_flashes,
-                          status_markdown, workbench)
+                          live_stage_header, local_time, pick_stage_of_kind, progress_eta,
+                          show_flashes, workbench)
 
 wb = workbench()
 
@@ -261,14 +261,9 @@ def num(value: Optional[float], fmt: str = "{:.2f}") -> str:
 
 @st.fragment(run_every=2)
 def header(stage_id: int, shown_status: str) -> None:
-    try:
-        stage = wb.get_stage(stage_id)
-    except KeyError:
-        st.warning("This stage no longer exists (its run was deleted).")
+    stage = live_stage_header(stage_id, shown_status)
+    if stage is None:
         return
-    if stage.status != shown_status:
-        st.rerun()  # buttons, steering form and chart refresh all depend on the status
-    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
     fraction, eta = progress_eta(stage)
     st.progress(fraction, text=eta)
     status = stage.status
