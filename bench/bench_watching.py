@@ -4,8 +4,8 @@
 
 A long r1-zero GRPO stage (tiny preset, quick evals off) is started, and its step rate is
 measured for ``--seconds`` each: unwatched, with the Live training page open in headless
-Chromium (refreshing every 2 s), with the Group inspector open (following live), with the Runs
-page open, and unwatched again. Two worker settings, one after the other:
+Chromium (charts redrawn every 2 s, then every 15 s), with the Group inspector open (following
+live), with the Runs page open, and unwatched again. Two worker settings, one after the other:
 
 * **workbench default**: torch on every core, passive OpenMP waits (``backend.runner``);
 * **one core, passive waits**: ``R1WB_TRAIN_THREADS=1``, leaving a core to the UI;
@@ -31,8 +31,11 @@ for p in (ROOT, ROOT / "scripts"):
 
 from bench.common import load, write_section  # noqa: E402
 
-VIEWS = [("unwatched", None), ("Live training open", "training"),
-         ("Group inspector open", "groups"), ("Runs page open", ""), ("unwatched again", None)]
+# (label, page, button to click there)
+VIEWS = [("unwatched", None, None), ("Live training open", "training", None),
+         ("Live training, charts every 15 s", "training", "15 s"),
+         ("Group inspector open", "groups", None), ("Runs page open", "", None),
+         ("unwatched again", None, None)]
 VARIANTS = [("workbench default (every core, passive waits)", {}),
             ("one core, passive waits", {"R1WB_TRAIN_THREADS": "1"}),
             ("every core, spinning waits", {"OMP_WAIT_POLICY": "ACTIVE"}),
@@ -55,11 +58,13 @@ def measure(wb, variant_env: dict, port: int, seconds: float, browser) -> tuple[
         time.sleep(1)
     rates = []
     try:
-        for label, path in VIEWS:
+        for label, path, click in VIEWS:
             page = None
             if path is not None:
                 page = browser.new_page(viewport={"width": 1500, "height": 1000})
                 page.goto(f"http://127.0.0.1:{port}/{path}?run={run.id}&stage={stage.id}")
+                if click:
+                    page.get_by_role("button", name=click, exact=True).click(timeout=60_000)
                 time.sleep(5)  # let it load before counting
             first = wb.get_stage(stage.id).step
             time.sleep(seconds)
@@ -106,7 +111,7 @@ def main() -> int:
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-    head = "| worker setting | " + " | ".join(label for label, _ in VIEWS) + " |"
+    head = "| worker setting | " + " | ".join(label for label, _, _ in VIEWS) + " |"
     rows = [f"| {name} | " + " | ".join(f"{rate:.2f}" for _, rate in rates) + " |"
             for name, rates in results.items()]
     body = "\n".join([
@@ -117,7 +122,7 @@ def main() -> int:
         f"Chromium (the Live training page and the Group inspector refresh every 2 s).",
         "", head, "|---|" + "---|" * len(VIEWS), *rows])
     print("\n" + body)
-    if not args.no_docs:
+    if not args.no_docs and args.only is None:
         write_section("bench_watching", "## Training speed while watched (worker threads)",
                       body)
     return 0

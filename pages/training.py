@@ -38,6 +38,8 @@ CHART_HEIGHT = 290
 # Points per curve: a chart cannot show more, and a 10,000-step stage must refresh in well
 # under the 2 s refresh period (bench/bench_inspector.py measures it).
 MAX_POINTS = 1000
+REFRESH = {"2 s": 2, "5 s": 5, "15 s": 15, "never": None}
+DEFAULT_REFRESH = "2 s"
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -397,7 +399,16 @@ def event_log(stage: Any) -> None:
 run, stage = pick_stage_of_kind(wb, "grpo", "GRPO stage")
 header(stage.id, stage.status)
 
-refresh = 2 if stage.status in (QUEUED, *ACTIVE_STATES) else None
+refresh = None
+if stage.status in (QUEUED, *ACTIVE_STATES):
+    # Redrawing nine charts costs CPU in the server and the browser; on a small machine that
+    # shares its cores with the training, fewer redraws mean faster steps
+    # (bench/bench_watching.py measures the cost of each setting).
+    choice = st.segmented_control(
+        "Redraw the charts every", list(REFRESH), default=DEFAULT_REFRESH, key="chart_refresh",
+        help="The progress bar above updates every 2 s regardless. On a machine that trains "
+             "on the CPU, fewer redraws leave more CPU to the training.")
+    refresh = REFRESH[choice or DEFAULT_REFRESH]
 st.fragment(charts, run_every=refresh)(stage.id)
 
 steering_form(stage)

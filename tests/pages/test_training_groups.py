@@ -180,6 +180,20 @@ def test_live_training_opens_on_the_run_with_a_running_grpo_stage(store):
     assert "No metrics yet" in texts(at.info)
 
 
+def test_chart_redraw_period_is_a_choice_while_the_stage_runs(store):
+    run_id, stage_id = grpo_run(store, **running())
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = page("training", run_id)
+    redraw = next(b for b in at.button_group if b.label == "Redraw the charts every")
+    assert redraw.value == "2 s"
+    redraw.set_value("never").run()
+    assert not at.exception and len(figures(at)) >= 8  # still drawn, just not refreshed
+    store.update_stage(stage_id, status="completed", pid=None)
+    at = page("training", run_id)
+    assert not [b for b in at.button_group if b.label == "Redraw the charts every"]
+    assert len(figures(at)) >= 8
+
+
 # -- Group inspector -------------------------------------------------------------------------
 def rollout(i: int, text: str, acc: float, fmt: float, adv: float, length: int = 12,
             truncated: bool = False) -> Rollout:
