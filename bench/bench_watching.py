@@ -64,7 +64,7 @@ def measure(wb, variant_env: dict, port: int, seconds: float, browser) -> tuple[
                 page = browser.new_page(viewport={"width": 1500, "height": 1000})
                 page.goto(f"http://127.0.0.1:{port}/{path}?run={run.id}&stage={stage.id}")
                 if click:
-                    page.get_by_role("button", name=click, exact=True).click(timeout=60_000)
+                    page.get_by_text(click, exact=True).click(timeout=60_000)
                 time.sleep(5)  # let it load before counting
             first = wb.get_stage(stage.id).step
             time.sleep(seconds)
