@@ -28,24 +28,18 @@ STALE_SECONDS = 10.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def train_threads() -> int:
-    """CPU threads a stage's torch may use: ``R1WB_TRAIN_THREADS``, else every core."""
-    try:
-        return max(1, int(os.environ["R1WB_TRAIN_THREADS"]))
-    except (KeyError, ValueError):
-        return os.cpu_count() or 1
-
-
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab", buffering=0)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # Read by torch / OpenMP when the worker starts; a user's own settings win. Passive
+    # Read by torch / OpenMP when the worker starts; a user's own OMP_WAIT_POLICY wins. Passive
     # waits: on a 2-core machine, torch's spinning OpenMP threads stalled whenever the UI took
-    # a core, and merely watching a page in a browser cut tiny GRPO from ~2.9 to 0.1-0.25
-    # steps/s; with passive waits it kept 1.6-2.0 (bench/bench_watching.py).
-    env.setdefault("OMP_NUM_THREADS", str(train_threads()))
+    # a core, and merely watching a page in a browser cut tiny GRPO from ~3.3 to 0.3-0.4
+    # steps/s; with passive waits it kept 1.6-1.85 (bench/bench_watching.py).
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads = env.get("R1WB_TRAIN_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:  # else torch's own default (physical cores)
+        env["OMP_NUM_THREADS"] = threads
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"]
                                           if env.get("PYTHONPATH") else "")
     return subprocess.Popen(
