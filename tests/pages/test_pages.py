@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from backend.api import Workbench
 from pages.common import default_stage, fmt_duration, progress_eta
 from storage import Store
 from storage.store import now
+from tests.pages.imports import training_libs_imported
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TRACEBACK = ("FloatingPointError: loss is nan at step 17: lower learning_rate\n\n"
@@ -218,15 +217,7 @@ def test_pages_never_import_training_libraries(store):
     # The UI never trains: rendering both pages must not pull in torch / transformers / trl.
     run_id, stage_id = make_run(store, **running())
     store.add_metrics(stage_id, 10, {"loss": 2.9})
-    code = ("import sys\n"
-            "from streamlit.testing.v1 import AppTest\n"
-            f"at = AppTest.from_file({APP!r}, default_timeout=60).run()\n"
-            f"at.query_params['run'] = '{run_id}'\n"
-            "at.switch_page('pages/stage.py').run()\n"
-            "assert not at.exception, at.exception\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=Path(APP).parent)
+    out = training_libs_imported(run_id, ['pages/stage.py'])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

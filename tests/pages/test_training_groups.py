@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from backend.api import Workbench
+from tests.pages.imports import training_libs_imported
 from storage import Store
 from storage.records import Group, Rollout, StageSpec
 from storage.store import now
@@ -355,15 +354,6 @@ def test_both_pages_render_without_training_libraries(inspected, store):
     # The UI never trains: these pages must not pull in torch / transformers / trl.
     run_id, stage_id = inspected
     log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
-    code = ("import sys\n"
-            "from streamlit.testing.v1 import AppTest\n"
-            "for page in ('pages/training.py', 'pages/groups.py'):\n"
-            f"    at = AppTest.from_file({APP!r}, default_timeout=60)\n"
-            f"    at.query_params['run'] = '{run_id}'\n"
-            "    at.switch_page(page).run()\n"
-            "    assert not at.exception, at.exception\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=Path(APP).parent)
+    out = training_libs_imported(run_id, ['pages/training.py', 'pages/groups.py'])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
