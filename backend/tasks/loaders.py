@@ -8,9 +8,11 @@
 * a ``.parquet`` or ``.csv`` file (CSV cells are read as text, so ``007`` stays ``007``),
 * a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk`` (``split``
   picks the split of a DatasetDict),
-* a folder holding ``{split}.jsonl`` / ``{split}.json`` / ``{split}.parquet`` / ``{split}.csv``
-  or hub-style shards ``{split}-00000-of-00001.parquet`` (also one or two folders down, e.g.
-  ``data/`` or a config folder ``main/``),
+* a folder of data files (``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv``), its splits found
+  by ``datasets``' own rules, as ``load_dataset(folder)`` would: ``train.jsonl`` and
+  ``test.jsonl``, hub-style shards ``data/train-00000-of-00001.parquet``, ``data/test/*.csv``,
+  ``dev.jsonl`` as ``validation``; a folder without split names is one ``train`` split.
+  :func:`available_splits` lists them;
 * otherwise a Hugging Face Hub dataset id, ``load_dataset(source, split=split)``; write
   ``"owner/name:config"`` to pick a config (``"openai/gsm8k:main"``). This is the only case
   that needs the network.
@@ -30,13 +32,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.rewards.extract import last_boxed
-from backend.tasks.problem import Problem
+from backend.tasks.problem import Problem, prompt_key
 
 if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import and not always needed
     import datasets
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # datasets is imported lazily: it is slow to import and not a
 __all__ = [
     "ANSWER_FORMATS",
     "DatasetError",
+    "available_splits",
     "Problem",
     "extract_boxed",
     "extract_gsm8k_answer",
@@ -210,12 +212,13 @@ def _dataset_from_rows(rows: list[dict]) -> datasets.Dataset:
     return _hf().Dataset.from_dict(columns)
 
 
-def _load_files(builder: str, files: list[Path], **kwargs) -> datasets.Dataset:
-    """``load_dataset(builder, data_files=files)`` with its errors turned into DatasetError."""
+def _load_files(builder: str, files: list[Path], split: str = "train", **kwargs) -> datasets.Dataset:
+    """``load_dataset(builder, data_files={split: files}, split=split)`` with its errors turned
+    into DatasetError. (A lone file is datasets' "train" split.)"""
     hf = _hf()
     shown = str(files[0]) if len(files) == 1 else f"{files[0].parent} ({len(files)} {builder} files)"
     try:
-        return hf.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+        return hf.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split, **kwargs)
     except Exception as exc:  # datasets/pyarrow raise many types; none should escape raw
         hint = {
             "parquet": "is it a valid parquet file?",
@@ -225,7 +228,7 @@ def _load_files(builder: str, files: list[Path], **kwargs) -> datasets.Dataset:
         raise DatasetError(f"could not read {shown} as {builder}: {_short(exc)}; {hint}") from exc
 
 
-def _load_jsonl(files: list[Path]) -> tuple[datasets.Dataset, list[str]]:
+def _load_jsonl(files: list[Path], split: str = "train") -> tuple[datasets.Dataset, list[str]]:
     """Validated JSON lines; returns the dataset and a "file line N" locator per row."""
     locators, rows = [], []
     for path in files:
@@ -233,7 +236,7 @@ def _load_jsonl(files: list[Path]) -> tuple[datasets.Dataset, list[str]]:
         locators += [f"file {path} line {n}" for n in numbers]
         rows += file_rows
     try:
-        return _load_files("json", files), locators
+        return _load_files("json", files, split), locators
     except DatasetError as exc:
         # datasets' JSON reader trips on some valid files (e.g. a column of mixed types next to
         # blank lines); every line parsed above, so build the table from those rows instead.
@@ -243,7 +246,7 @@ def _load_jsonl(files: list[Path]) -> tuple[datasets.Dataset, list[str]]:
             raise exc from None
 
 
-def _load_json(path: Path) -> tuple[datasets.Dataset, list[str] | None]:
+def _load_json(path: Path, split: str = "train") -> tuple[datasets.Dataset, list[str] | None]:
     text = _read_text(path)
     if not text.strip():
         raise DatasetError(f"file {path} is empty")
@@ -251,7 +254,7 @@ def _load_json(path: Path) -> tuple[datasets.Dataset, list[str] | None]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # several top-level values: JSON lines in a .json file
-            return _load_jsonl([path])
+            return _load_jsonl([path], split)
         raise DatasetError(
             f"file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
@@ -264,9 +267,9 @@ def _load_json(path: Path) -> tuple[datasets.Dataset, list[str] | None]:
             )
         if not data:
             raise DatasetError(f"file {path} holds an empty list: it has no problems")
-        return _load_files("json", [path]), [f"file {path} item {i}" for i in range(len(data))]
+        return _load_files("json", [path], split), [f"file {path} item {i}" for i in range(len(data))]
     if isinstance(data, dict) and not any(isinstance(v, list) for v in data.values()):
-        return _load_jsonl([path])  # a single JSON line: one row
+        return _load_jsonl([path], split)  # a single JSON line: one row
     if not isinstance(data, dict):
         raise DatasetError(f"file {path} holds a JSON {type(data).__name__}; expected a list of objects")
     record_keys = [
@@ -274,7 +277,7 @@ def _load_json(path: Path) -> tuple[datasets.Dataset, list[str] | None]:
     ]
     if len(record_keys) == 1 or "data" in record_keys:
         key = "data" if "data" in record_keys else record_keys[0]
-        ds = _load_files("json", [path], field=key)
+        ds = _load_files("json", [path], split, field=key)
         return ds, [f"file {path} {key}[{i}]" for i in range(len(data[key]))]
     lengths = {len(v) for v in data.values() if isinstance(v, list)}
     if data and all(isinstance(v, list) for v in data.values()) and len(lengths) == 1:
@@ -288,7 +291,7 @@ def _load_json(path: Path) -> tuple[datasets.Dataset, list[str] | None]:
     )
 
 
-def _load_csv(files: list[Path]) -> datasets.Dataset:
+def _load_csv(files: list[Path], split: str = "train") -> datasets.Dataset:
     hf = _hf()
     header: list[str] | None = None
     for path in files:
@@ -308,7 +311,7 @@ def _load_csv(files: list[Path]) -> datasets.Dataset:
             raise DatasetError(f"file {path} has columns {first}, but {files[0]} has {header}; shards must agree")
     # Every cell as text: answers like "007" or "1/2" must not become numbers.
     features = hf.Features({name: hf.Value("string") for name in header})
-    return _load_files("csv", files, features=features)
+    return _load_files("csv", files, split, features=features)
 
 
 def _check_parquet(files: list[Path]) -> None:
@@ -327,63 +330,131 @@ def _check_parquet(files: list[Path]) -> None:
         raise DatasetError(f"{shown} has no rows")
 
 
-def _load_data_files(files: list[Path]) -> tuple[datasets.Dataset, list[str] | None]:
+def _load_data_files(files: list[Path], split: str = "train") -> tuple[datasets.Dataset, list[str] | None]:
+    """One split's data files (all of one type) as a Dataset, with row locators where known."""
     suffix = files[0].suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return _load_jsonl(files)
+        return _load_jsonl(files, split)
     if suffix == ".json":
         if len(files) == 1:
-            return _load_json(files[0])
-        return _load_jsonl(files)  # shards of JSON lines
+            return _load_json(files[0], split)
+        return _load_jsonl(files, split)  # shards of JSON lines
     if suffix == ".parquet":
         _check_parquet(files)
-        return _load_files("parquet", files), None
+        return _load_files("parquet", files, split), None
     if suffix == ".csv":
-        return _load_csv(files), None
+        return _load_csv(files, split), None
     raise DatasetError(
         f"file {files[0]} has an unsupported extension {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}"
     )
 
 
-def _split_files(folder: Path, split: str) -> tuple[list[Path], list[str]]:
-    """Data files for ``split`` under ``folder`` (up to two levels down), and every split seen."""
-    pattern = re.compile(r"^(?P<split>[^./\\-]+?)(?:-[^/\\]*)?\.(?P<ext>" + "|".join(_SPLIT_FILE_EXTS) + r")$")
-    groups: dict[tuple[Path, str], list[Path]] = {}
-    seen: set[str] = set()
-    for depth_glob in ("*", "*/*", "*/*/*"):
-        for file in sorted(folder.glob(depth_glob)):
-            rel = file.relative_to(folder)
-            if not file.is_file() or any(p.startswith(".") for p in rel.parts):
-                continue
-            m = pattern.match(file.name)
-            if not m:
-                continue
-            seen.add(m["split"])
-            if m["split"] == split:
-                groups.setdefault((file.parent, m["ext"]), []).append(file)
-    if not groups:
-        return [], sorted(seen)
-    # Prefer the shallowest folder, then the extension order of _SPLIT_FILE_EXTS.
-    best_depth = min(len(parent.relative_to(folder).parts) for parent, _ in groups)
-    shallow = {k: v for k, v in groups.items() if len(k[0].relative_to(folder).parts) == best_depth}
-    parents = {parent for parent, _ in shallow}
-    if len(parents) > 1:
-        listing = ", ".join(str(p.relative_to(folder)) for p in sorted(parents))
-        raise DatasetError(
-            f"folder {folder} has {split!r} files in several subfolders ({listing}); "
-            f"pass the subfolder you mean (e.g. {sorted(parents)[0]}) as the source"
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _load_saved(folder: Path):
+    try:
+        return _hf().load_from_disk(str(folder))
+    except Exception as exc:
+        raise DatasetError(f"could not load the saved dataset in {folder}: {_short(exc)}") from exc
+
+
+def _folder_splits(folder: Path) -> dict[str, list[Path]]:
+    """Split name -> the data files of that split in ``folder``, found by ``datasets``' own
+    rules (what ``load_dataset(folder)`` would use): ``data/{split}-00000-of-00001.*`` shards,
+    folders or files named after a split (``train``/``training``; ``validation``/``valid``/
+    ``dev``/``val``; ``test``/``testing``/``eval``/``evaluation``, e.g. ``train.jsonl``,
+    ``test_0.csv``, ``data/train/part1.parquet``), else every data file as ``train``. Hidden
+    files and ``README.md`` are ignored. Only files we can read are kept; when a split has
+    several file types, the first of ``_SPLIT_FILE_EXTS`` wins (``train.jsonl`` over
+    ``train.parquet``), since mixing them would read the same rows twice."""
+    _hf()  # a clear error if datasets is missing
+    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
+
+    base = folder.expanduser().resolve().as_posix()
+    try:
+        patterns = get_data_patterns(base)
+        resolved = DataFilesDict.from_patterns(
+            patterns, base_path=base, allowed_extensions=[f".{e}" for e in _SPLIT_FILE_EXTS]
         )
-    ext = min((e for _, e in shallow), key=_SPLIT_FILE_EXTS.index)
-    return sorted(shallow[(parents.pop(), ext)]), sorted(seen)
+    except (EmptyDatasetError, FileNotFoundError):
+        return {}
+    except Exception as exc:  # e.g. a shard name datasets refuses as a split name
+        raise DatasetError(f"could not work out the splits of folder {folder}: {_short(exc)}") from exc
+    splits: dict[str, list[Path]] = {}
+    for split, names in resolved.items():
+        files = [Path(f) for f in names if Path(f).suffix.lower().lstrip(".") in _SPLIT_FILE_EXTS]
+        if not files:
+            continue
+        ext = min((f.suffix.lower().lstrip(".") for f in files), key=_SPLIT_FILE_EXTS.index)
+        splits[str(split)] = sorted(f for f in files if f.suffix.lower().lstrip(".") == ext)
+    return splits
+
+
+def _check_one_folder(folder: Path, split: str, files: list[Path]) -> None:
+    """Refuse a split whose files sit in sibling folders that are not shards of one split, e.g.
+    the hub layout of GSM8K (``main/train-*.parquet`` and ``socratic/train-*.parquet``): they
+    are different configs, and reading both would mix them."""
+    parents = sorted({f.parent for f in files})
+    if len(parents) < 2:
+        return
+    # Files under a folder named after the split (data/train/a.csv, data/train/more/b.csv) are
+    # shards of that split wherever they sit below it.
+    if all(split in f.relative_to(folder).parts[:-1] for f in files):
+        return
+    listing = ", ".join(str(p.relative_to(folder)) or "." for p in parents)
+    raise DatasetError(
+        f"folder {folder} has {split!r} files in several subfolders ({listing}); "
+        f"pass the subfolder you mean (e.g. {parents[-1]}) as the source"
+    )
+
+
+def available_splits(source: str | os.PathLike) -> list[str]:
+    """The split names ``load_problems(source, split=...)`` accepts.
+
+    A saved ``DatasetDict``: its splits; a folder of data files: the splits ``datasets`` finds
+    there (see :func:`_folder_splits`); a single file or a saved ``Dataset``: ``["train"]``
+    (one split, which is what ``datasets`` calls it; ``split`` is then ignored, so such a
+    source has no held-out split of its own). A hub id asks the Hub (network needed).
+    Raises :class:`DatasetError` when the source does not exist or holds no data.
+    """
+    path = Path(os.fspath(source).strip()).expanduser()
+    if path.is_file():
+        return ["train"]
+    if path.is_dir():
+        if _is_saved_dataset(path):
+            loaded = _load_saved(path)
+            return list(loaded) if isinstance(loaded, _hf().DatasetDict) else ["train"]
+        splits = _folder_splits(path)
+        if not splits:
+            raise DatasetError(_no_dataset_message(path, "train"))
+        return list(splits)
+    text = os.fspath(source).strip()
+    if isinstance(source, os.PathLike) or _looks_like_path(text):
+        raise DatasetError(f"{text!r} does not exist ({path.resolve()}); check the path")
+    hf = _hf()
+    name, _, config = text.partition(":")
+    if _hub_offline():
+        raise DatasetError(f"{text!r} is not a local path and the Hugging Face Hub is offline; "
+                           f"download the dataset and pass its folder")
+    try:
+        return list(hf.get_dataset_split_names(name, config or None))
+    except Exception as exc:
+        raise DatasetError(f"could not list the splits of hub dataset {text!r}: {_short(exc)}") from exc
+
+
+def _no_dataset_message(folder: Path, split: str) -> str:
+    return (
+        f"folder {folder} holds no dataset: expected a Dataset/DatasetDict.save_to_disk folder or "
+        f"data files ({', '.join('.' + e for e in _SPLIT_FILE_EXTS)}), e.g. {split}.jsonl"
+    )
 
 
 def _load_folder(folder: Path, split: str) -> tuple[datasets.Dataset, list[str] | None, str]:
     hf = _hf()
-    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-        try:
-            loaded = hf.load_from_disk(str(folder))
-        except Exception as exc:
-            raise DatasetError(f"could not load the saved dataset in {folder}: {_short(exc)}") from exc
+    if _is_saved_dataset(folder):
+        loaded = _load_saved(folder)
         if isinstance(loaded, hf.DatasetDict):
             if split not in loaded:
                 raise DatasetError(
@@ -392,19 +463,19 @@ def _load_folder(folder: Path, split: str) -> tuple[datasets.Dataset, list[str] 
                 )
             return loaded[split], None, f"{folder} [{split}]"
         return loaded, None, str(folder)
-    files, splits = _split_files(folder, split)
-    if files:
-        shown = str(files[0]) if len(files) == 1 else f"{files[0].parent} [{split}, {len(files)} files]"
-        ds, locators = _load_data_files(files)
-        return ds, locators, shown
-    if splits:
+    splits = _folder_splits(folder)
+    if not splits:
+        raise DatasetError(_no_dataset_message(folder, split))
+    if split not in splits:
         raise DatasetError(
-            f"folder {folder} has no {split!r} split; available splits: {', '.join(splits)} (set split=...)"
+            f"folder {folder} has no {split!r} split; available splits: {', '.join(sorted(splits))} "
+            f"(set split=...)"
         )
-    raise DatasetError(
-        f"folder {folder} holds no dataset: expected a Dataset/DatasetDict.save_to_disk folder or "
-        f"files named {split}.jsonl, {split}.json, {split}.parquet or {split}.csv"
-    )
+    files = splits[split]
+    _check_one_folder(folder, split, files)
+    shown = str(files[0]) if len(files) == 1 else f"{files[0].parent} [{split}, {len(files)} files]"
+    ds, locators = _load_data_files(files, split)
+    return ds, locators, shown
 
 
 def _hub_offline() -> bool:
@@ -499,13 +570,17 @@ def load_problems(
     answer_format: str = "auto",
     split: str = "train",
     limit: int | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> list[Problem]:
     """Load problems with verifiable answers; see the module docstring for accepted sources.
 
     Raises :class:`DatasetError` for a missing path, unreadable file (with the line number for
     JSON lines), missing column (listing those that exist), an empty dataset, or a row with an
     empty prompt or missing answer (with its row index, and file line where known).
-    ``limit`` keeps the first ``limit`` rows.
+    ``exclude``: prompts that must not be returned (compared by
+    :func:`~backend.tasks.problem.prompt_key`, so whitespace differences do not matter): pass
+    the held-out prompts when loading training problems. ``limit`` keeps the first ``limit``
+    problems that are not excluded.
     """
     _check_answer_format(answer_format)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -519,13 +594,18 @@ def load_problems(
         raise _missing_column(answer_column, "answer_column", "answer", columns, shown, _ANSWER_GUESSES)
     if len(ds) == 0:
         raise DatasetError(f"{shown} has no rows")
-    if limit is not None and limit < len(ds):
-        ds = ds.select(range(limit))
+    if isinstance(exclude, str):
+        raise DatasetError("exclude must be a collection of prompts, not one string")
+    excluded = {prompt_key(p) for p in exclude} if exclude else set()
+    if limit is not None and limit < len(ds) and not excluded:
+        ds = ds.select(range(limit))  # without exclusions the first `limit` rows are the answer
 
     rows = ds.to_dict()  # column -> list; fast, and decodes JSON-typed columns
     extra = [c for c in columns if c not in (prompt_column, answer_column, "prompt", "answer")]
     problems = []
     for i in range(len(ds)):
+        if limit is not None and len(problems) >= limit:
+            break
         where = f"{locators[i]} (row {i})" if locators and i < len(locators) else f"{shown} row {i}"
         prompt = rows[prompt_column][i]
         if not isinstance(prompt, str):
@@ -536,6 +616,8 @@ def load_problems(
             )
         if not prompt.strip():
             raise DatasetError(f"{where}: the prompt ({prompt_column!r}) is empty")
+        if excluded and prompt_key(prompt) in excluded:
+            continue
         raw = rows[answer_column][i]
         if raw is None or (isinstance(raw, float) and raw != raw):  # None or NaN
             raise DatasetError(f"{where}: the answer ({answer_column!r}) is missing")
@@ -553,6 +635,8 @@ def load_problems(
         if solution is not None:
             meta["solution"] = solution
         problems.append(Problem(prompt=prompt, answer=answer, meta=meta))
+    if not problems:  # only possible when everything was excluded
+        raise DatasetError(f"{shown}: every problem is in exclude (the held-out prompts); nothing is left to load")
     return problems
 
 

@@ -12,14 +12,14 @@ import pytest
 
 from backend.tasks.loaders import (
     DatasetError,
+    available_splits,
     load_problems,
     normalize_answer,
     problems_to_hf_dataset,
     save_problems_jsonl,
 )
-from backend.tasks.problem import Problem
-
-GSM8K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k"
+from backend.tasks.problem import Problem, without_prompts
+from tests.conftest import GSM8K_SAMPLE, choose_gsm8k_dir
 
 ROWS = [
     {"question": "What is 2+3?", "answer": "2+3=5\n#### 5", "level": 1},
@@ -172,11 +172,9 @@ def test_answer_formats(raw, fmt, answer, solution):
     assert normalize_answer(raw, fmt) == (answer, solution)
 
 
-def test_gsm8k_test_split():
-    if not (GSM8K / "test.jsonl").is_file():
-        pytest.skip(f"GSM8K not found at {GSM8K}")
-    lines = [line for line in (GSM8K / "test.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    problems = load_problems(GSM8K, split="test")
+def test_gsm8k_test_split(gsm8k_dir):
+    lines = [line for line in (gsm8k_dir / "test.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    problems = load_problems(gsm8k_dir, split="test")
     assert len(problems) == len(lines)
     first = json.loads(lines[0])
     assert problems[0].prompt == first["question"]
@@ -184,8 +182,159 @@ def test_gsm8k_test_split():
     assert problems[0].meta["solution"] == first["answer"]
     assert all(p.answer and "####" not in p.answer and "," not in p.answer for p in problems)
     # the train split of the same folder, and the file itself
-    assert len(load_problems(GSM8K, split="train", limit=4)) == 4
-    assert load_problems(GSM8K / "test.jsonl", limit=1)[0] == problems[0]
+    assert len(load_problems(gsm8k_dir, split="train", limit=4)) == 4
+    assert load_problems(gsm8k_dir / "test.jsonl", limit=1)[0] == problems[0]
+
+
+def test_gsm8k_sample_is_gsm8k_shaped():
+    # the stand-in must read like the real thing: both splits, worked solutions kept, bare answers
+    train = load_problems(GSM8K_SAMPLE, split="train")
+    test = load_problems(GSM8K_SAMPLE, split="test")
+    assert (len(train), len(test)) == (20, 11)
+    assert all("####" in p.meta["solution"] and p.answer.replace(".", "").isdigit() for p in train + test)
+    assert "1350" in [p.answer for p in test]  # "#### 1,350": the thousands comma is dropped
+
+
+@pytest.mark.parametrize(
+    "has_copy, ci, expected",
+    [
+        (True, None, "copy"),  # the full copy is always preferred
+        (True, "true", "copy"),  # ... also under CI
+        (False, None, "sample"),  # no copy, not CI: our own sample stands in
+        (False, "false", "sample"),  # CI=false is not CI
+        (False, "true", "fail"),  # no copy under CI: the test fails, never skips quietly
+        (False, "1", "fail"),
+    ],
+)
+def test_gsm8k_dir_choice(tmp_path, has_copy, ci, expected):
+    shared = tmp_path / "gsm8k"
+    if has_copy:
+        shared.mkdir()
+        for split in ("train", "test"):
+            _write_jsonl(shared / f"{split}.jsonl", ROWS)
+    if expected == "fail":
+        with pytest.raises(pytest.fail.Exception, match="CI is set but the GSM8K copy is missing"):
+            choose_gsm8k_dir(shared, ci)
+    else:
+        assert choose_gsm8k_dir(shared, ci) == {"copy": shared, "sample": GSM8K_SAMPLE}[expected]
+
+
+def test_gsm8k_test_prompts_never_in_train_as_loaded(gsm8k_dir):
+    test_prompts = [p.prompt for p in load_problems(gsm8k_dir, split="test")]
+    train = load_problems(gsm8k_dir, split="train", exclude=test_prompts)
+    assert not {p.prompt for p in train} & set(test_prompts)
+    if gsm8k_dir == GSM8K_SAMPLE:  # our own sample has no overlap to begin with: nothing dropped
+        assert len(train) == 20
+
+
+def test_exclude_keeps_heldout_prompts_out(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    test_rows = [{"question": "What is 2+3?", "answer": "#### 5"}, {"question": "What is 4+4?", "answer": "#### 8"}]
+    train_rows = [
+        {"question": "What is 1+1?", "answer": "#### 2"},
+        {"question": "What  is 2+3?\n", "answer": "#### 5"},  # a held-out prompt, re-spaced
+        {"question": "What is 3+3?", "answer": "#### 6"},
+        {"question": "What is 4+4?", "answer": "#### 8"},  # a held-out prompt, verbatim
+        {"question": "What is 5+5?", "answer": "#### 10"},
+    ]
+    _write_jsonl(folder / "train.jsonl", train_rows)
+    _write_jsonl(folder / "test.jsonl", test_rows)
+    heldout = [p.prompt for p in load_problems(folder, split="test")]
+    assert len(load_problems(folder, split="train")) == 5  # without exclude both leak in
+    kept = load_problems(folder, split="train", exclude=heldout)
+    assert [p.answer for p in kept] == ["2", "6", "10"]
+    # limit counts the problems kept, not the rows read
+    assert [p.answer for p in load_problems(folder, split="train", exclude=heldout, limit=2)] == ["2", "6"]
+    # the same rule for problems from anywhere (e.g. the synthetic task)
+    assert [p.answer for p in without_prompts(load_problems(folder, split="train"), heldout)] == ["2", "6", "10"]
+    with pytest.raises(DatasetError, match="every problem is in exclude"):
+        load_problems(folder, split="test", exclude=heldout)
+    with pytest.raises(DatasetError, match="not one string"):
+        load_problems(folder, split="train", exclude="What is 2+3?")
+
+
+def _splits_folder(d):
+    (d / "ds").mkdir()
+    for name in ("train.jsonl", "test.jsonl", "README.md"):
+        _write_jsonl(d / "ds" / name, ROWS)
+    return d / "ds"
+
+
+def _sharded_folder(d):
+    (d / "repo" / "data").mkdir(parents=True)
+    for name in ("train-00000-of-00002", "train-00001-of-00002", "test-00000-of-00001"):
+        pd.DataFrame(ROWS).to_parquet(d / "repo" / "data" / f"{name}.parquet", index=False)
+    return d / "repo"
+
+
+def _dev_named_folder(d):
+    (d / "ds").mkdir()
+    _write_jsonl(d / "ds" / "train.jsonl", ROWS)
+    _write_jsonl(d / "ds" / "dev.jsonl", ROWS)
+    return d / "ds"
+
+
+def _split_subfolders(d):
+    for split in ("train", "test"):
+        (d / "ds" / "data" / split).mkdir(parents=True)
+        _write_jsonl(d / "ds" / "data" / split / "part-a.jsonl", ROWS[:2])
+        _write_jsonl(d / "ds" / "data" / split / "part-b.jsonl", ROWS[2:])
+    return d / "ds"
+
+
+def _unnamed_file_in_folder(d):
+    (d / "ds").mkdir()
+    _write_jsonl(d / "ds" / "problems.jsonl", ROWS)
+    return d / "ds"
+
+
+def _saved_dict(d):
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS)}
+                         ).save_to_disk(str(d / "saved"))
+    return d / "saved"
+
+
+def _single_file(d):
+    return _write_jsonl(d / "p.jsonl", ROWS)
+
+
+SPLITS = [
+    (_splits_folder, ["train", "test"]),  # {train,test}.jsonl; README.md is not data
+    (_sharded_folder, ["train", "test"]),  # hub shards data/{split}-0000N-of-0000M.parquet
+    (_dev_named_folder, ["train", "validation"]),  # datasets' keywords: dev.jsonl is validation
+    (_split_subfolders, ["train", "test"]),  # data/{split}/*.jsonl
+    (_unnamed_file_in_folder, ["train"]),  # no split names: the whole folder is train
+    (_saved_dict, ["train", "test"]),  # DatasetDict.save_to_disk
+    (_single_file, ["train"]),  # one file is one split (datasets calls it train)
+]
+
+
+@pytest.mark.parametrize("writer, splits", SPLITS, ids=[w.__name__.strip("_") for w, _ in SPLITS])
+def test_available_splits_and_every_split_loads(tmp_path, writer, splits):
+    source = writer(tmp_path)
+    assert available_splits(source) == splits
+    for split in splits:  # every shard of the split is read, once
+        assert [(p.prompt, p.answer) for p in load_problems(source, split=split)][:3] == EXPECTED
+
+
+def test_sharded_split_reads_every_shard(tmp_path):
+    assert len(load_problems(_sharded_folder(tmp_path), split="train")) == 2 * len(ROWS)
+
+
+def test_available_splits_of_a_missing_path(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        available_splits(tmp_path / "nope")
+
+
+def test_config_subfolders_are_not_mixed(tmp_path):
+    # the hub layout of GSM8K: two configs, each with its own train split
+    for config in ("main", "socratic"):
+        (tmp_path / "gsm8k" / config).mkdir(parents=True)
+        pd.DataFrame(ROWS).to_parquet(tmp_path / "gsm8k" / config / "train-00000-of-00001.parquet")
+    with pytest.raises(DatasetError, match="several subfolders .*main.*socratic"):
+        load_problems(tmp_path / "gsm8k")
+    assert len(load_problems(tmp_path / "gsm8k" / "main")) == len(ROWS)
 
 
 def test_save_jsonl_roundtrip_and_hf_dataset(tmp_path):
