@@ -1,7 +1,10 @@
-"""Held-out evaluation: pass@1 (greedy, and averaged over k samples), cons@k, format use.
+"""Held-out evaluation the way the R1 paper reports it: pass@1 averaged over k samples, cons@k
+(majority vote over equivalence-checked answers), the unbiased pass@k, and format use.
 
 Shared by the pretrain stage (base model accuracy), the GRPO stage's periodic quick eval and
-the evaluate stage, so that every accuracy on every page is computed the same way.
+the evaluate stage, so that every accuracy on every page is computed the same way. Correctness
+is the accuracy reward's own (``answers_match`` on ``extract_answer``), and "well formatted"
+is the format reward's own, so an evaluation never disagrees with what training rewarded.
 """
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from typing import Sequence
 from backend.generation import generate
 from backend.rewards.accuracy import answers_match
 from backend.rewards.extract import extract_answer
+from backend.rewards.format import format as format_reward
 from backend.tasks.problem import Problem
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+# A number, thousands commas included ("5,600"), so the lenient reading keeps the whole value.
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
 
 def lenient_answer(text: str) -> str | None:
@@ -26,46 +31,161 @@ def lenient_answer(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
-def score_completions(problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> dict:
-    """Accuracy figures for ``completions[i]`` (k samples) of ``problems[i]``."""
-    n = len(problems)
-    strict = lenient = think = tagged = cons = 0.0
-    total_len = 0
-    samples = 0
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of pass@k from ``n`` samples of which ``c`` are correct (Chen et al.
+    2021, "Evaluating Large Language Models Trained on Code"): ``1 - C(n-c, k) / C(n, k)``, the
+    chance that k samples drawn without replacement from the n include a correct one.
+
+    Computed as the product ``1 - prod_{i=n-c+1..n} (1 - k/i)`` (the form Chen et al. give),
+    which never forms the binomials themselves (C(2000, 1000) ~ 1e600 is past any float).
+
+    ``k > n``: the n samples cannot say what k draws would do; k is then taken as n, which
+    gives 1.0 if any sample is correct, else 0.0 (a lower bound on the true pass@k). ``n == 0``
+    (no samples) gives 0.0. Raises ``ValueError`` for ``k < 1`` or ``c`` outside ``0..n``.
+    """
+    if k < 1:
+        raise ValueError(f"pass@k needs k >= 1, got k={k}")
+    if n < 0 or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got n={n}, c={c}")
+    if n == 0:
+        return 0.0
+    k = min(k, n)
+    if n - c < k:  # every draw of k samples contains a correct one
+        return 1.0
+    missing = 1.0  # C(n-c, k) / C(n, k): the chance that k draws are all wrong
+    for i in range(n - c + 1, n + 1):
+        missing *= 1.0 - k / i
+    return 1.0 - missing
+
+
+def vote(answers: Sequence[str | None]) -> list[dict]:
+    """Group the extracted answers of one problem's samples into votes, equivalent answers
+    ("5,600" and "5600", "0.5" and "1/2") counted as one vote; ``None`` (no answer) never votes.
+
+    Returns the clusters, largest first (ties: the one seen first), each
+    ``{"answer": its most common spelling, "count": votes, "samples": [sample indices]}``.
+    An answer joins the first cluster whose first spelling ``answers_match`` it; identical
+    strings are grouped before any comparison, so math-verify runs once per distinct pair.
+    """
+    spellings: dict[str, list[int]] = {}
+    for i, answer in enumerate(answers):
+        if answer is not None and answer.strip():
+            spellings.setdefault(answer.strip(), []).append(i)
+    clusters: list[dict] = []
+    for spelling, indices in spellings.items():  # insertion order = first appearance
+        for cluster in clusters:
+            if answers_match(spelling, cluster["spellings"][0][0]):
+                cluster["spellings"].append((spelling, indices))
+                break
+        else:
+            clusters.append({"spellings": [(spelling, indices)]})
+    votes = []
+    for order, cluster in enumerate(clusters):
+        indices = sorted(i for _, idx in cluster["spellings"] for i in idx)
+        # max() keeps the first of equal counts: the spelling seen first
+        shown = max(cluster["spellings"], key=lambda s: len(s[1]))[0]
+        votes.append({"answer": shown, "count": len(indices), "samples": indices, "_order": order})
+    votes.sort(key=lambda v: (-v["count"], v["_order"]))
+    for v in votes:
+        del v["_order"]
+    return votes
+
+
+def _cached_match(verdicts: dict[str, bool], answer: str, reference: str) -> bool:
+    if answer not in verdicts:
+        verdicts[answer] = answers_match(answer, reference)
+    return verdicts[answer]
+
+
+def score_completions(problems: Sequence[Problem], completions: Sequence[Sequence[str]],
+                      *, k: int | None = None) -> dict:
+    """Accuracy figures for ``completions[i]`` (the samples) of ``problems[i]``.
+
+    Summary keys (rates are in 0..1):
+
+    * ``accuracy``: pass@1, the share of correct samples per problem, averaged over problems
+      (the paper's pass@1 over k samples; with one greedy sample, plain accuracy). Strict: the
+      answer must be extractable (``<answer>`` tag or ``\\boxed{}``);
+    * ``accuracy_lenient``: the same, falling back to the last number in the text;
+    * ``cons_at_k``: share of problems whose majority answer (equivalent answers one vote,
+      see :func:`vote`) is correct;
+    * ``pass_at_k``: the unbiased pass@k (:func:`pass_at_k`) averaged over problems; ``k``
+      defaults to the number of samples per problem (then: share of problems with any correct
+      sample);
+    * ``think_rate``, ``answer_tag_rate``, ``format_rate`` (exactly the R1 format, by the
+      format reward), ``mean_chars``: per sample;
+    * ``problems``, ``samples_per_problem``;
+    * ``per_problem``: one dict per problem, ``{prompt, answer, samples: [{completion,
+      extracted, correct}], n_correct, majority, majority_correct, votes}`` where ``votes``
+      lists each distinct answer (up to equivalence) with its ``count``, largest first.
+    """
+    n_problems = len(problems)
+    if len(completions) != n_problems:
+        raise ValueError(f"{n_problems} problems but {len(completions)} lists of completions")
+    samples = sum(len(outs) for outs in completions)
+    if k is None:
+        k = max((len(outs) for outs in completions), default=1) or 1
+    pass1 = lenient_pass1 = cons = pass_k = 0.0
+    think = tagged = formatted = total_chars = 0
+    per_problem = []
     for problem, outs in zip(problems, completions):
-        votes = Counter()
-        for text in outs:
-            samples += 1
-            answer = extract_answer(text)
-            strict += bool(answer is not None and answers_match(answer, problem.answer))
-            loose = lenient_answer(text)
-            lenient += bool(loose is not None and answers_match(loose, problem.answer))
-            think += "<think>" in text and "</think>" in text
-            tagged += answer is not None
-            total_len += len(text)
-            if answer is not None:
-                votes[answer.strip()] += 1
-        if votes:
-            majority = votes.most_common(1)[0][0]
-            cons += answers_match(majority, problem.answer)
-    samples = max(samples, 1)
+        outs = list(outs)
+        extracted = [extract_answer(text) for text in outs]
+        verdicts: dict[str, bool] = {}  # samples often repeat an answer: check each spelling once
+        correct = [a is not None and _cached_match(verdicts, a, problem.answer) for a in extracted]
+        # lenient_answer is the extracted answer when there is one: only the others are re-read
+        lenient = [c if a is not None else answers_match(lenient_answer(text), problem.answer)
+                   for text, a, c in zip(outs, extracted, correct)]
+        formats = format_reward([problem.prompt] * len(outs), outs) if outs else []
+        votes = vote(extracted)
+        majority = votes[0]["answer"] if votes else None
+        majority_correct = bool(votes) and correct[votes[0]["samples"][0]]
+        n_correct = sum(correct)
+        if outs:
+            pass1 += n_correct / len(outs)
+            lenient_pass1 += sum(lenient) / len(outs)
+            pass_k += pass_at_k(len(outs), n_correct, k)
+        cons += majority_correct
+        think += sum("<think>" in text and "</think>" in text for text in outs)
+        tagged += sum(a is not None for a in extracted)
+        formatted += sum(f == 1.0 for f in formats)
+        total_chars += sum(len(text) for text in outs)
+        per_problem.append({
+            "prompt": problem.prompt,
+            "answer": problem.answer,
+            "samples": [{"completion": text, "extracted": a, "correct": c}
+                        for text, a, c in zip(outs, extracted, correct)],
+            "n_correct": n_correct,
+            "majority": majority,
+            "majority_correct": majority_correct,
+            "votes": [{"answer": v["answer"], "count": v["count"],
+                       "correct": correct[v["samples"][0]]} for v in votes],
+        })
+    per_sample = max(samples, 1)
+    per_problem_count = max(n_problems, 1)
     return {
-        "accuracy": strict / samples,  # pass@1 averaged over samples; strict: inside <answer>
-        "accuracy_lenient": lenient / samples,
-        "cons_at_k": cons / max(n, 1),
-        "think_rate": think / samples,
-        "answer_tag_rate": tagged / samples,
-        "mean_chars": total_len / samples,
-        "problems": n,
-        "samples_per_problem": samples // max(n, 1),
+        "accuracy": pass1 / per_problem_count,
+        "accuracy_lenient": lenient_pass1 / per_problem_count,
+        "cons_at_k": cons / per_problem_count,
+        "pass_at_k": pass_k / per_problem_count,
+        "think_rate": think / per_sample,
+        "answer_tag_rate": tagged / per_sample,
+        "format_rate": formatted / per_sample,
+        "mean_chars": total_chars / per_sample,
+        "problems": n_problems,
+        "samples_per_problem": samples // per_problem_count,
+        "per_problem": per_problem,
     }
 
 
 def evaluate(model, tokenizer, problems: Sequence[Problem], *, max_new_tokens: int,
              temperature: float = 0.0, k: int = 1, seed: int = 0) -> dict:
+    """Generate ``k`` completions per problem (greedy when ``temperature == 0``) and score
+    them with :func:`score_completions` (pass@k for this ``k``). ``examples``: the first five
+    problems with their first completion, for a quick look."""
     outs = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=max_new_tokens,
                     temperature=temperature, num_samples=k, seed=seed)
-    result = score_completions(problems, outs)
+    result = score_completions(problems, outs, k=k)
     result["examples"] = [
         {"prompt": p.prompt, "answer": p.answer, "completion": o[0]}
         for p, o in list(zip(problems, outs))[:5]
