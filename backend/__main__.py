@@ -2,8 +2,8 @@
 
     python -m backend run --recipe pretrain-base --preset tiny --wait
     python -m backend status RUN_ID --json
-    python -m backend pause|resume|stop STAGE_ID
-    python -m backend set STAGE_ID key=value ...
+    python -m backend pause|resume|stop|checkpoint STAGE_ID
+    python -m backend set STAGE_ID key=value ... [--yes]
     python -m backend export-rollouts RUN_ID --out rollouts.jsonl
     python -m backend export-dataset DATASET_ID --out data.jsonl
     python -m backend runs
@@ -42,11 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     verb("runs", "list runs")
     for name, help_ in (("pause", "pause a stage at its next step"),
                         ("resume", "resume a paused stage, or restart one from its checkpoint"),
-                        ("stop", "save a checkpoint and stop a stage")):
+                        ("stop", "save a checkpoint and stop a stage"),
+                        ("checkpoint", "save a checkpoint at the next step and go on")):
         verb(name, help_).add_argument("stage_id", type=int)
     sp = verb("set", "change parameters of a running stage at its next step")
     sp.add_argument("stage_id", type=int)
     sp.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    sp.add_argument("--yes", action="store_true",
+                    help="send a change even if it looks risky (e.g. a 10x learning rate)")
     sp = verb("export-rollouts", "write every rollout of a run as jsonl")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--out", required=True)
@@ -132,11 +135,18 @@ def main(argv: list[str] | None = None) -> int:
             for run in wb.list_runs():
                 print(f"{run.id}\t{run.status}\t{run.recipe}\t{run.name}\t{run.created_at:%Y-%m-%d %H:%M}")
             return 0
-        if args.verb in ("pause", "resume", "stop"):
+        if args.verb in ("pause", "resume", "stop", "checkpoint"):
             print(getattr(wb, args.verb)(args.stage_id))
             return 0
         if args.verb == "set":
-            print(wb.set_params(args.stage_id, parse_sets(args.values)))
+            values = parse_sets(args.values)
+            _, risks = wb.check_params(args.stage_id, values)
+            if risks and not args.yes:
+                for risk in risks:
+                    print(f"risky: {risk}", file=sys.stderr)
+                print("nothing sent; add --yes to send it anyway", file=sys.stderr)
+                return 2
+            print(wb.set_params(args.stage_id, values))
             return 0
         if args.verb == "export-rollouts":
             n = wb.export_rollouts(args.run_id, args.out)

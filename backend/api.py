@@ -10,7 +10,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
-from backend import recipes, runner
+from backend import recipes, runner, steering
 from backend.stages.common import ConfigError
 from storage import Store, StoreError
 from storage import records as r
@@ -68,6 +68,7 @@ class Workbench:
                     spec.config = STAGE_CONFIGS[spec.kind].from_dict(values).to_dict()
                 except ConfigError as exc:
                     raise ConfigError(f"{spec.kind} stage: {exc}") from exc
+            recipes.check_specs(specs)
         self.store.check_writable()
         run = self.store.create_run(name or f"{recipe} ({preset})", recipe, preset,
                                     {"sets": sets or {}}, specs)
@@ -86,15 +87,31 @@ class Workbench:
         return run
 
     def run_status(self, run_id: int) -> dict[str, Any]:
+        """Everything ``status --json`` prints: per stage its state, resolved inputs (where
+        each comes from, and what it is once that stage has run), typed outputs, effective
+        live parameters and, for GRPO, the collapse diagnosis."""
         run = self.get_run(run_id)
-        return {
-            "run_id": run.id, "status": run.status,
-            "stages": [{
-                "id": s.id, "kind": s.kind, "status": s.status, "step": s.step,
-                "total_steps": s.total_steps, "pid": s.pid, "checkpoint": s.checkpoint,
-                "error": s.error, "summary": s.summary,
-            } for s in run.stages],
-        }
+        by_key = {s.key: s for s in run.stages}
+
+        def resolved(ref: str) -> dict[str, Any]:
+            src_key, _, output = ref.partition(".")
+            src = by_key.get(src_key)
+            return {"from": ref, "value": (src.outputs.get(output) if src else None)}
+
+        stages = []
+        for s in run.stages:
+            entry = {
+                "id": s.id, "key": s.key, "kind": s.kind, "name": s.name, "status": s.status,
+                "step": s.step, "total_steps": s.total_steps, "pid": s.pid,
+                "checkpoint": s.checkpoint, "error": s.error,
+                "inputs": {name: resolved(ref) for name, ref in s.inputs.items()},
+                "outputs": s.outputs, "params": s.params, "summary": s.summary,
+            }
+            warning = getattr(self, "collapse_warning", None)
+            if s.kind == "grpo" and warning is not None and s.status != r.QUEUED:
+                entry["collapse_warning"] = warning(s.id)
+            stages.append(entry)
+        return {"run_id": run.id, "status": run.status, "stages": stages}
 
     def delete_run(self, run_id: int) -> None:
         """Delete a run; a running stage is stopped hard first (its data goes with it)."""
@@ -162,13 +179,41 @@ class Workbench:
         runner.start_pipeline(self.store, stage.run_id)
         return f"restarting from {'checkpoint at step %d' % ckpt.step if ckpt else 'the start'}"
 
+    @staticmethod
+    def live_params(kind: str) -> list[steering.LiveParam]:
+        """The parameters a user may change while a stage of this kind runs."""
+        from backend.stages import STAGE_KINDS
+        return list(STAGE_KINDS[kind].live)
+
+    def check_params(self, stage_id: int, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Validate a live change against the stage kind's declarations without sending it:
+        (parsed values, risks worth a confirmation). Raises ConfigError with every problem."""
+        stage = self.get_stage(stage_id)
+        try:
+            parsed = steering.parse_changes(tuple(self.live_params(stage.kind)), values,
+                                            stage.config, stage.kind)
+        except steering.SteeringError as exc:
+            raise ConfigError(str(exc)) from None
+        current = {**{k: stage.config.get(k) for k in parsed}, **stage.params}
+        return parsed, steering.risks(current, parsed, stage.config)
+
     def set_params(self, stage_id: int, values: dict[str, Any]) -> str:
+        """Send a validated live change; a bad value is refused here and nothing is sent."""
         stage = self.get_stage(stage_id)
         if stage.status not in r.ACTIVE_STATES:
             raise WorkbenchError(f"stage {stage_id} is {stage.status}; live changes need a "
                                  f"running or paused stage")
-        self.store.add_command(stage_id, "set", values)
+        parsed, _ = self.check_params(stage_id, values)
+        self.store.add_command(stage_id, "set", parsed)
         return "change requested: applied at the next step boundary"
+
+    def checkpoint(self, stage_id: int) -> str:
+        stage = self.get_stage(stage_id)
+        if stage.status not in r.ACTIVE_STATES:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a running or "
+                                 f"paused stage can save a checkpoint")
+        self.store.add_command(stage_id, "checkpoint")
+        return "checkpoint requested: saved at the next step boundary"
 
     def log_tail(self, stage_id: int, lines: int = 60) -> str:
         stage = self.store.get_stage(stage_id)

@@ -2,24 +2,37 @@
 
 A recipe names stage kinds in order; a preset overrides config fields per stage kind; ``--set``
 overrides on top (``key=value`` for every stage that has the key, ``kind.key=value`` for one
-stage kind). Every config is validated by its dataclass before a run is created, so a config
+stage kind, or ``stagekey.key=value`` for one stage). Every config is validated by its dataclass before a run is created, so a config
 that cannot work is refused with a message instead of failing minutes later.
+
+Each stage in a recipe has a key and says where its inputs come from (``"model":
+"base.model"``: the ``model`` output of the stage keyed ``base``); ``backend.contract``
+checks the wiring against each stage kind's declared inputs and outputs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from backend.stages import STAGE_CONFIGS
+from backend.contract import WiringError, check_wiring
+from backend.stages import STAGE_CONFIGS, STAGE_KINDS
 from backend.stages.common import ConfigError
 from storage.records import StageSpec
+
+
+@dataclass(frozen=True)
+class RecipeStage:
+    key: str  # unique within the recipe; other stages' inputs name it ("base.model")
+    kind: str
+    name: str  # what the UI shows
+    inputs: tuple[tuple[str, str], ...] = ()  # (input, "stage_key.output")
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     description: str
-    stages: tuple[tuple[str, str], ...]  # (stage kind, stage name)
+    stages: tuple[RecipeStage, ...]
 
 
 RECIPES: dict[str, Recipe] = {
@@ -27,14 +40,18 @@ RECIPES: dict[str, Recipe] = {
         "pretrain-base",
         "Pre-train the embedded tiny base model on synthetic addition and report its held-out "
         "accuracy (the demo's 'DeepSeek-V3-Base').",
-        (("pretrain", "pre-train base model"),),
+        (RecipeStage("base", "pretrain", "pre-train base model"),),
     ),
     "r1-zero": Recipe(
         "r1-zero",
         "DeepSeek-R1-Zero: GRPO straight from the base model with rule rewards (accuracy + "
         "format), then a held-out evaluation of the base and the final model.",
-        (("pretrain", "base model (cached)"), ("grpo", "R1-Zero GRPO"),
-         ("evaluate", "held-out evaluation")),
+        (RecipeStage("base", "pretrain", "base model (cached)"),
+         RecipeStage("grpo", "grpo", "R1-Zero GRPO",
+                     (("model", "base.model"), ("problems", "base.problems"))),
+         RecipeStage("eval", "evaluate", "held-out evaluation",
+                     (("model", "grpo.model"), ("base_model", "base.model"),
+                      ("problems", "grpo.problems")))),
     ),
 }
 
@@ -74,17 +91,18 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any]) -> list[StageSp
         raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    kinds = [kind for kind, _ in RECIPES[recipe].stages]
+    kinds = [stage.kind for stage in RECIPES[recipe].stages]
     used: set[str] = set()
     specs = []
-    for kind, name in RECIPES[recipe].stages:
+    for stage in RECIPES[recipe].stages:
+        kind = stage.kind
         cls = STAGE_CONFIGS[kind]
         values = dict(cls().to_dict())
         values.update(PRESETS[preset].get(kind, {}))
         fields = set(values)
         for key, value in sets.items():
             target_kind, _, field_name = key.rpartition(".")
-            if target_kind and target_kind != kind:
+            if target_kind and target_kind not in (kind, stage.key):
                 continue
             if field_name in fields:
                 values[field_name] = value
@@ -93,10 +111,21 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any]) -> list[StageSp
             config = cls.from_dict(values).to_dict()
         except ConfigError as exc:
             raise ConfigError(f"{kind} stage: {exc}") from exc
-        specs.append(StageSpec(kind=kind, name=name, config=config))
+        specs.append(StageSpec(kind=kind, name=stage.name, config=config, key=stage.key,
+                               inputs=dict(stage.inputs)))
     unused = sorted(set(sets) - used)
     if unused:
         known = sorted({f for kind in kinds for f in STAGE_CONFIGS[kind]().to_dict()})
         raise ConfigError(f"setting(s) {', '.join(unused)} match no stage of recipe {recipe!r} "
                           f"(stages: {', '.join(kinds)}); known settings: {', '.join(known)}")
+    check_specs(specs)
     return specs
+
+
+def check_specs(specs: list[StageSpec]) -> None:
+    """Refuse stages whose inputs no earlier stage provides (ConfigError naming them)."""
+    try:
+        check_wiring([(s.key or s.kind, s.kind, s.inputs, s.config) for s in specs],
+                     {k: (v.inputs, v.outputs) for k, v in STAGE_KINDS.items()})
+    except WiringError as exc:
+        raise ConfigError(str(exc)) from None

@@ -72,9 +72,16 @@ class StageRow(Base):
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     log_path: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     output_dir: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
-    # What the stage hands to the next one: {"model_path": ..., "dataset_id": ..., ...}
+    # The stage's name within its recipe ("base", "grpo", "eval"): what other stages' inputs
+    # refer to ("grpo.model").
+    key: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    # Where each input comes from: {"model": "base.model", "problems": "grpo.problems"}.
+    inputs_json: Mapped[str] = mapped_column(Text, default="{}")
+    # What the stage hands to later ones, typed: {"model": {"type": "model", "path": ...}}.
     outputs_json: Mapped[str] = mapped_column(Text, default="{}")
     summary_json: Mapped[str] = mapped_column(Text, default="{}")
+    # Effective values of the live parameters ({"temperature": 0.7}); re-applied on resume.
+    params_json: Mapped[str] = mapped_column(Text, default="{}")
 
     __table_args__ = (UniqueConstraint("run_id", "position"),)
 
@@ -201,6 +208,8 @@ class CommandRow(Base):
     applied_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
     applied_step: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     result: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # Set when the worker could not apply (part of) the command; the stage goes on.
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
 
 
 class EventRow(Base):

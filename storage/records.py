@@ -21,6 +21,8 @@ class StageSpec:
     kind: str
     name: str
     config: dict[str, Any]
+    key: str = ""  # the stage's name within its recipe; defaults to its kind
+    inputs: dict[str, str] = field(default_factory=dict)  # {"model": "base.model"}
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Stage:
     outputs: dict[str, Any]
     summary: dict[str, Any]
     checkpoint: Optional[str] = None  # newest checkpoint path, filled by the store
+    key: str = ""  # the stage's name within its recipe ("grpo"), used by other stages' inputs
+    inputs: dict[str, str] = field(default_factory=dict)  # {"model": "base.model"}
+    params: dict[str, Any] = field(default_factory=dict)  # effective live parameter values
 
 
 @dataclass
@@ -125,6 +130,11 @@ class Command:
     applied_at: Optional[datetime]
     applied_step: Optional[int]
     result: Optional[str]
+    error: Optional[str] = None  # the worker could not apply (part of) it
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 @dataclass

@@ -70,7 +70,8 @@ def _stage(row: m.StageRow, checkpoint: Optional[str] = None) -> r.Stage:
         attempt_started_at=row.attempt_started_at, error=row.error,
         log_path=row.log_path, output_dir=row.output_dir,
         outputs=json.loads(row.outputs_json), summary=json.loads(row.summary_json),
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, key=row.key or row.kind, inputs=json.loads(row.inputs_json),
+        params=json.loads(row.params_json),
     )
 
 
@@ -78,7 +79,7 @@ def _command(row: m.CommandRow) -> r.Command:
     return r.Command(
         id=row.id, stage_id=row.stage_id, kind=row.kind, payload=json.loads(row.payload_json),
         created_at=row.created_at, applied_at=row.applied_at, applied_step=row.applied_step,
-        result=row.result,
+        result=row.result, error=row.error,
     )
 
 
@@ -194,7 +195,8 @@ class Store:
             s.flush()
             for position, spec in enumerate(stages):
                 s.add(m.StageRow(run_id=run.id, position=position, kind=spec.kind,
-                                 name=spec.name, config_json=_dumps(spec.config)))
+                                 name=spec.name, config_json=_dumps(spec.config),
+                                 key=spec.key or spec.kind, inputs_json=_dumps(spec.inputs)))
             s.add(m.EventRow(run_id=run.id, message=f"run created from recipe {recipe!r}",
                              at=now()))
             run_id = run.id
@@ -254,10 +256,11 @@ class Store:
             return _stage(row, self._latest_checkpoints(s, [stage_id]).get(stage_id))
 
     def update_stage(self, stage_id: int, **fields: Any) -> None:
-        """Set columns of a stage; dict-valued ``config``/``outputs``/``summary`` are JSON'd."""
+        """Set columns of a stage; dict-valued ``config``/``outputs``/``summary``/``params``/
+        ``inputs`` are JSON'd."""
         values = {}
         for key, value in fields.items():
-            if key in ("config", "outputs", "summary"):
+            if key in ("config", "outputs", "summary", "params", "inputs"):
                 values[f"{key}_json"] = _dumps(value)
             else:
                 values[key] = value
@@ -535,10 +538,11 @@ class Store:
             ).all()
             return [_command(c) for c in rows]
 
-    def mark_command_applied(self, command_id: int, step: Optional[int], result: str) -> None:
+    def mark_command_applied(self, command_id: int, step: Optional[int], result: str,
+                             error: Optional[str] = None) -> None:
         with self.session() as s:
             s.execute(update(m.CommandRow).where(m.CommandRow.id == command_id)
-                      .values(applied_at=now(), applied_step=step, result=result))
+                      .values(applied_at=now(), applied_step=step, result=result, error=error))
 
     def commands(self, stage_id: int) -> list[r.Command]:
         with self.session() as s:

@@ -1,20 +1,63 @@
-"""One module per stage kind. ``STAGE_RUNNERS`` maps a kind to ``run(ctx) -> outputs`` and
-``STAGE_CONFIGS`` to its config dataclass (used to validate forms and ``--set`` values before a
-run is created)."""
+"""One module per stage kind, and the one table that declares each kind's contract.
+
+``STAGE_KINDS[kind]`` says what a stage kind is: its config dataclass, the inputs it consumes
+and the outputs it produces (typed, see ``backend.contract``), the live parameters a user may
+change while it runs (``backend.steering``), and the function that runs it. Recipes, the API,
+the worker and the pages all read this table; nothing else lists stage kinds or parameters.
+
+Importing this package never imports torch: stage modules import it inside ``run``.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+from backend import steering
+from backend.contract import EVAL_RESULTS, MODEL, PROBLEMS, Port
 from backend.stages import evaluate, grpo, pretrain
+from backend.stages.common import StageConfig
 
-STAGE_CONFIGS = {
-    "pretrain": pretrain.PretrainConfig,
-    "grpo": grpo.GRPOStageConfig,
-    "evaluate": evaluate.EvaluateConfig,
-}
 
-STAGE_RUNNERS: dict[str, Callable] = {
-    "pretrain": pretrain.run,
-    "grpo": grpo.run,
-    "evaluate": evaluate.run,
-}
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    config: type[StageConfig]
+    run: Callable
+    inputs: dict[str, Port]
+    outputs: dict[str, str]  # output name -> artifact type
+    live: tuple[steering.LiveParam, ...] = ()
+
+    def live_param(self, name: str) -> steering.LiveParam:
+        return {p.name: p for p in self.live}[name]
+
+
+STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
+    StageKind(
+        "pretrain", pretrain.PretrainConfig, pretrain.run,
+        inputs={},
+        outputs={"model": MODEL, "problems": PROBLEMS},
+        live=steering.TRAINER_PARAMS,
+    ),
+    StageKind(
+        "grpo", grpo.GRPOStageConfig, grpo.run,
+        inputs={
+            "model": Port(MODEL, "the policy to train", config_field="model_path"),
+            "problems": Port(PROBLEMS, "prompts with verifiable answers (and a held-out split)",
+                             optional=True, config_field="dataset"),
+        },
+        outputs={"model": MODEL, "problems": PROBLEMS},
+        live=steering.GRPO_PARAMS,
+    ),
+    StageKind(
+        "evaluate", evaluate.EvaluateConfig, evaluate.run,
+        inputs={
+            "model": Port(MODEL, "the model to evaluate"),
+            "base_model": Port(MODEL, "the model it started from, scored alike", optional=True),
+            "problems": Port(PROBLEMS, "whose held-out split is scored", config_field="dataset"),
+        },
+        outputs={"results": EVAL_RESULTS},
+    ),
+)}
+
+# Kept for callers that only need the config classes (forms, --set validation).
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {k: v.config for k, v in STAGE_KINDS.items()}

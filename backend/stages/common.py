@@ -54,6 +54,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if value is None:
         return None
+    if origin is list:
+        # A list setting arrives as a list (stored JSON, the form) or as "1,0.5" (--set).
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"setting {name}={value!r} must be a list (comma-separated)")
+        return [_coerce(name, item.strip() if isinstance(item, str) else item, args[0])
+                for item in items if not (isinstance(item, str) and not item.strip())]
     base = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1 else hint
     try:
         if base is bool:

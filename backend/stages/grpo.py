@@ -18,18 +18,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from backend.contract import ModelArtifact, ProblemSource
 from backend.stages.common import ConfigError, StageConfig, seed_everything, trainer_args
-from backend.worker import StageContext, StageStopped, make_trainer_callback
-
-# The prompt template of DeepSeek-R1-Zero (the seed article / the paper's Table 1), for real
-# models. The tiny character model cannot read English, so its prompt is the bare problem.
-R1_ZERO_TEMPLATE = (
-    "A conversation between User and Assistant. The user asks a question, and the Assistant "
-    "solves it. The assistant first thinks about the reasoning process in the mind and then "
-    "provides the user with the answer. The reasoning process and answer are enclosed within "
-    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning "
-    "process here </think> <answer> answer here </answer>. User: {prompt}. Assistant:"
-)
+from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 
 @dataclass
@@ -42,8 +33,9 @@ class GRPOStageConfig(StageConfig):
     answer_column: str = field(default="answer", metadata={"help": "Answer column of the dataset."})
     answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
     prompt_template: str = field(default="auto", metadata={
-        "help": "'{prompt}'-style template; auto = bare problem for the tiny model, the R1-Zero "
-                "template otherwise."})
+        "help": "auto | chat | plain | bare | a template with {prompt}. auto: the input model's "
+                "own format, else chat when the tokenizer has a chat template, the bare problem "
+                "for the tiny model, the R1-Zero template otherwise."})
     steps: int = field(default=250, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=64, metadata={
         "help": "Completions per step (= prompts per step x group size)."})
@@ -58,22 +50,27 @@ class GRPOStageConfig(StageConfig):
         "help": "TRL loss: grpo | dr_grpo | dapo | bnpo | cispo | sapo."})
     scale_rewards: str = field(default="group", metadata={
         "help": "Advantage scaling: group (divide by group std) | batch | none."})
-    reward_funcs: str = field(default="accuracy,format", metadata={
-        "help": "Comma-separated reward functions (accuracy, format, tag_count, "
-                "language_consistency, length, cosine_length, repetition)."})
-    reward_weights: str = field(default="1.0,0.5", metadata={
-        "help": "Comma-separated weights, one per reward function (live)."})
+    reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"], metadata={
+        "help": "Reward functions (accuracy, format, tag_count, language_consistency, length, "
+                "cosine_length, repetition); comma-separated in --set."})
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.5], metadata={
+        "help": "One weight per reward function (live); comma-separated in --set."})
     language: str = field(default="en", metadata={"help": "Target language for language_consistency."})
     eval_every: int = field(default=25, metadata={"help": "Quick held-out eval every N steps (0 = off)."})
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems in the quick eval."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     record_groups: bool = field(default=True, metadata={"help": "Record every group and rollout."})
-    # Synthetic task (used when dataset is empty and no earlier stage named one).
+    # Synthetic task (used when dataset is empty and no earlier stage provides problems).
     min_digits: int = field(default=1, metadata={"help": "Synthetic task: fewest digits."})
     max_digits: int = field(default=3, metadata={"help": "Synthetic task: most digits."})
+    problem_pool: int = field(default=500, metadata={
+        "help": "Synthetic task: distinct training problems, seen in epochs (so one problem's "
+                "group can be followed as the model learns); 0 = a fresh problem every time."})
 
     def validate(self) -> None:
+        from backend.prompts import check_template
         from backend.rewards import REWARD_FUNCTIONS
+        from backend.steering import GRPO_PARAMS, SteeringError
 
         if self.steps < 1:
             raise ConfigError("steps must be at least 1")
@@ -86,28 +83,36 @@ class GRPOStageConfig(StageConfig):
                 f"({self.num_generations}): each prompt's group of {self.num_generations} "
                 f"completions must fit in one step. Try batch_size="
                 f"{max(1, self.batch_size // self.num_generations) * self.num_generations}.")
-        names = self.reward_names()
-        unknown = [n for n in names if n not in REWARD_FUNCTIONS]
-        if unknown or not names:
+        unknown = [n for n in self.reward_funcs if n not in REWARD_FUNCTIONS]
+        if unknown or not self.reward_funcs:
             raise ConfigError(f"unknown reward function(s) {unknown or '(none given)'}; "
                               f"available: {', '.join(REWARD_FUNCTIONS)}")
-        if len(self.weights()) != len(names):
-            raise ConfigError(f"reward_weights has {len(self.weights())} values but "
-                              f"reward_funcs names {len(names)} functions")
+        if len(self.reward_weights) != len(self.reward_funcs):
+            raise ConfigError(f"reward_weights has {len(self.reward_weights)} values but "
+                              f"reward_funcs names {len(self.reward_funcs)} functions")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise ConfigError("scale_rewards must be group, batch or none")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be > 0 for sampling a group")
+        if self.problem_pool < 0:
+            raise ConfigError("problem_pool must be 0 (fresh problems) or a positive count")
+        check_template(self.prompt_template)
+        # Live parameters start inside the bounds they are steered within.
+        for param in GRPO_PARAMS:
+            try:
+                param.parse(getattr(self, param.name), self.to_dict())
+            except SteeringError as exc:
+                raise ConfigError(str(exc)) from None
 
-    def reward_names(self) -> list[str]:
-        return [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
-
-    def weights(self) -> list[float]:
-        try:
-            return [float(w) for w in self.reward_weights.split(",") if w.strip()]
-        except ValueError:
-            raise ConfigError(f"reward_weights {self.reward_weights!r} must be numbers "
-                              f"separated by commas")
+    def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
+        """The problems this stage trains on: the dataset setting, else the wired input, else
+        the synthetic task with this config's digits."""
+        if self.dataset:
+            return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
+                                 answer_column=self.answer_column,
+                                 answer_format=self.answer_format)
+        if given is not None:
+            return given
+        return ProblemSource(kind="synthetic", min_digits=self.min_digits,
+                             max_digits=self.max_digits)
 
 
 # ------------------------------------------------------------------------------- recording
@@ -230,74 +235,12 @@ class GroupWriter:
 
 
 # ------------------------------------------------------------------------------- the stage
-def build_problems(cfg: GRPOStageConfig, ctx_inputs: dict, n_train: int):
-    """(train problems, held-out problems) from a dataset path or the synthetic task."""
-    from backend.tasks.addition import AdditionTask
-
-    if cfg.dataset:
-        from backend.tasks.loaders import load_problems
-        train = load_problems(cfg.dataset, prompt_column=cfg.prompt_column,
-                              answer_column=cfg.answer_column, answer_format=cfg.answer_format,
-                              split="train")
-        try:
-            heldout = load_problems(cfg.dataset, prompt_column=cfg.prompt_column,
-                                    answer_column=cfg.answer_column,
-                                    answer_format=cfg.answer_format, split="test",
-                                    limit=cfg.eval_problems)
-        except Exception:
-            train, heldout = train[cfg.eval_problems:], train[:cfg.eval_problems]
-        return train, heldout
-    task_cfg = ctx_inputs.get("task") or {}
-    task = AdditionTask(min_digits=task_cfg.get("min_digits", cfg.min_digits),
-                        max_digits=task_cfg.get("max_digits", cfg.max_digits),
-                        heldout_size=task_cfg.get("heldout_size", 500))
-    return task.train_problems(n_train, seed=cfg.seed + 7), task.heldout(cfg.eval_problems)
-
-
-def resolve_template(cfg: GRPOStageConfig, tokenizer) -> str:
-    if cfg.prompt_template != "auto":
-        if "{prompt}" not in cfg.prompt_template:
-            raise ConfigError("prompt_template must contain {prompt}")
-        return cfg.prompt_template
-    # A tokenizer that cannot spell "User" is the tiny character model.
-    return "{prompt}" if tokenizer.unk_token_id in tokenizer("User")["input_ids"] else R1_ZERO_TEMPLATE
-
-
-def load_policy(path: str):
-    from backend.models import load_model
-    return load_model(path)
-
-
-def run(ctx: StageContext) -> dict:
-    from datasets import Dataset
+def grpo_args(cfg: GRPOStageConfig, output_dir):
+    """The one mapping from a stage config to TRL's ``GRPOConfig`` (the benchmarks use it too)."""
     from trl import GRPOConfig
 
-    from backend.evaluation import evaluate
-    from backend.rewards import REWARD_FUNCTIONS
-    from backend.tasks.problem import Problem
-
-    cfg = GRPOStageConfig.from_dict(ctx.config)
-    model_path = cfg.model_path or ctx.inputs.get("model_path")
-    if not model_path:
-        raise ConfigError("no model: set model_path, or put a stage that makes a model "
-                          "(e.g. pretrain) before this one")
-    seed_everything(cfg.seed)
-    model, tokenizer = load_policy(model_path)
-    template = resolve_template(cfg, tokenizer)
-    n_prompts = cfg.steps * cfg.batch_size // cfg.num_generations
-    train, heldout = build_problems(cfg, ctx.inputs, n_prompts)
-    heldout_eval = [Problem(template.format(prompt=p.prompt), p.answer) for p in heldout]
-    dataset = Dataset.from_dict({
-        "prompt": [template.format(prompt=p.prompt) for p in train],
-        "answer": [p.answer for p in train],
-        "language": [cfg.language] * len(train),
-    })
-    ctx.event(f"GRPO on {model_path}: {len(train):,} prompts, group size "
-              f"{cfg.num_generations}, {cfg.batch_size // cfg.num_generations} prompts/step, "
-              f"rewards {cfg.reward_funcs} x {cfg.reward_weights}")
-
-    args = GRPOConfig(
-        **trainer_args(ctx.output_dir, cfg.steps, cfg.save_steps, cfg.seed),
+    return GRPOConfig(
+        **trainer_args(output_dir, cfg.steps, cfg.save_steps, cfg.seed),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=1,
         steps_per_generation=1,  # one generation batch per optimizer step: step == group step
@@ -311,23 +254,64 @@ def run(ctx: StageContext) -> dict:
         epsilon=cfg.epsilon,
         loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards,
-        reward_weights=cfg.weights(),
+        reward_weights=list(cfg.reward_weights),
         logging_steps=1,
     )
-    trainer_cls = _recording_trainer_class()
-    funcs = [REWARD_FUNCTIONS[name] for name in cfg.reward_names()]
-    callback = make_trainer_callback(ctx)
-    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[callback])
+
+
+def train_dataset(fmt, problems, language: str):
+    """TRL's prompt dataset: ``prompt`` (text, or one user turn for chat models) and the
+    columns the rewards read (``answer``, ``language``)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"prompt": fmt.for_trainer(p.prompt), "answer": p.answer, "language": language}
+        for p in problems])
+
+
+def run(ctx: StageContext) -> dict:
+    from backend.evaluation import evaluate
+    from backend.models import load_model
+    from backend.prompts import resolve_format
+    from backend.rewards import REWARD_FUNCTIONS
+    from backend.tasks.problem import Problem
+
+    cfg = GRPOStageConfig.from_dict(ctx.config)
+    wired = None if cfg.model_path else ctx.input("model")
+    model_path = cfg.model_path or wired.path
+    seed_everything(cfg.seed)
+    model, tokenizer = load_model(model_path)
+    # Prompt the model the way it was trained when it comes from an earlier stage.
+    fmt = (wired.format if wired is not None and cfg.prompt_template == "auto"
+           else resolve_format(cfg.prompt_template, tokenizer))
+    source = cfg.problem_source(None if cfg.dataset else ctx.input("problems"))
+    source = source.with_heldout(cfg.eval_problems)
+    n_prompts = cfg.steps * cfg.batch_size // cfg.num_generations
+    if source.kind == "synthetic" and cfg.problem_pool:
+        train = source.train(min(cfg.problem_pool, n_prompts), seed=cfg.seed, distinct=True)
+    else:
+        train = source.train(n_prompts, seed=cfg.seed)
+    heldout = [Problem(fmt.render(p.prompt, tokenizer), p.answer)
+               for p in source.heldout(cfg.eval_problems)]
+    dataset = train_dataset(fmt, train, cfg.language)
+    epochs = n_prompts / max(len(train), 1)
+    ctx.event(f"GRPO on {model_path}: {len(train):,} distinct prompts from "
+              f"{source.describe()['dataset']} ({epochs:.1f} epochs), group size "
+              f"{cfg.num_generations}, {cfg.batch_size // cfg.num_generations} prompts/step, "
+              f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}")
+
+    trainer = _recording_trainer_class()(
+        model=model, reward_funcs=[REWARD_FUNCTIONS[name] for name in cfg.reward_funcs],
+        args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
     writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups else None
     trainer.on_groups = writer
-    _register_setters(ctx, trainer, cfg)
+    attach_trainer(ctx, trainer, grpo_setters(trainer))
 
     from transformers import TrainerCallback
 
     class QuickEval(TrainerCallback):
         def _eval(self, step: int) -> None:
-            report = evaluate(trainer.model, tokenizer, heldout_eval,
+            report = evaluate(trainer.model, tokenizer, heldout,
                               max_new_tokens=cfg.max_completion_length)
             ctx.log_metrics(step, {f"eval/{k}": v for k, v in report.items()
                                    if isinstance(v, float)})
@@ -361,64 +345,63 @@ def run(ctx: StageContext) -> dict:
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     ctx.checkpoint_saved(cfg.steps, str(final_dir), kind="final")
-    report = evaluate(trainer.model, tokenizer, heldout_eval, max_new_tokens=cfg.max_completion_length)
-    ctx.store.update_stage(ctx.stage.id, summary={k: v for k, v in report.items() if k != "examples"})
+    report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=cfg.max_completion_length)
+    ctx.summary({**{k: v for k, v in report.items() if k not in ("examples", "per_problem")},
+                 **source.describe(), "problems": len(heldout)})
     ctx.event(f"final held-out accuracy {report['accuracy']:.1%}, think used "
               f"{report['think_rate']:.1%}")
-    return {"model_path": str(final_dir), "base_model_path": model_path,
-            "heldout_prompt_template": template}
+    return {"model": ModelArtifact(path=str(final_dir), prompt_format=fmt.to_dict()),
+            "problems": source}
 
 
-def _register_setters(ctx: StageContext, trainer, cfg: GRPOStageConfig) -> None:
-    """Live parameter changes, applied by the worker at a step boundary."""
+def set_logprob_temperature(trainer, temperature: float) -> None:
+    """TRL divides the logits by the temperature inside a fused LM head it patches onto the
+    model when the trainer is built; patch it again so the loss's log-probabilities use the
+    same temperature as sampling (otherwise the policy ratio compares log-probs computed at
+    two temperatures). Each patch wraps the previous forward, whose plain (unfused) path the
+    new one calls through, so generation is unchanged."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(policy, "get_base_model"):  # PEFT: the head lives on the base model
+        policy = policy.get_base_model()
+    add_fused_lm_head(policy, temperature=temperature,
+                      cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32,
+                      outputs=("log_probs", "entropy"))
+    if trainer.ref_model is not None:
+        add_fused_lm_head(trainer.ref_model, temperature=temperature,
+                          cast_lm_head_to_fp32=trainer.args.cast_lm_head_to_fp32)
+
+
+def grpo_setters(trainer) -> dict:
+    """How GRPO's declared live parameters (``backend.steering.GRPO_PARAMS``) are applied; the
+    values arrive parsed and validated. A setter raises when it cannot apply its value."""
     import torch
 
-    def set_temperature(value: Any) -> str:
-        t = float(value)
-        if t <= 0:
-            return "temperature must be > 0; unchanged"
-        trainer.temperature = t  # also used to scale logits when computing log-probs
+    def set_temperature(t: float) -> str:
+        trainer.temperature = t
         if getattr(trainer, "generation_config", None) is not None:
             trainer.generation_config.temperature = t
         if getattr(trainer, "generation_kwargs", None) is not None:
             trainer.generation_kwargs["temperature"] = t
-        return f"temperature = {t:g}"
+        if getattr(trainer, "vllm_generation", None) is not None:
+            trainer.vllm_generation.temperature = t
+        set_logprob_temperature(trainer, t)
+        return f"temperature = {t:g} (sampling and log-probs)"
 
-    def set_beta(value: Any) -> str:
-        b = float(value)
-        if b != 0 and trainer.ref_model is None and trainer.beta == 0:
-            return ("beta unchanged: this stage started with beta=0, so no reference model was "
-                    "loaded; start the stage with a small beta to adjust KL live")
+    def set_beta(b: float) -> str:
+        if b != 0 and trainer.ref_model is None:
+            raise ValueError("this stage started with beta=0, so no reference model was loaded; "
+                             "start the stage with a small beta to adjust KL live")
         trainer.beta = b
         return f"beta = {b:g}"
 
-    def set_weights(value: Any) -> str:
-        if isinstance(value, dict):
-            weights = trainer.reward_weights.clone()
-            for name, w in value.items():
-                if name not in trainer.reward_func_names:
-                    return f"unknown reward {name!r}; unchanged"
-                weights[trainer.reward_func_names.index(name)] = float(w)
-        else:
-            values = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
-            if len(values) != len(trainer.reward_func_names):
-                return (f"need {len(trainer.reward_func_names)} weights "
-                        f"({', '.join(trainer.reward_func_names)}); unchanged")
-            weights = torch.tensor(values, dtype=torch.float32)
-        trainer.reward_weights = weights
+    def set_weights(weights: list[float]) -> str:
+        if len(weights) != len(trainer.reward_func_names):
+            raise ValueError(f"need {len(trainer.reward_func_names)} weights "
+                             f"({', '.join(trainer.reward_func_names)})")
+        trainer.reward_weights = torch.tensor(weights, dtype=torch.float32)
         return "reward weights = " + ", ".join(
-            f"{n} {w:g}" for n, w in zip(trainer.reward_func_names, weights.tolist()))
+            f"{n} {w:g}" for n, w in zip(trainer.reward_func_names, weights))
 
-    def set_lr(value: Any) -> str:
-        lr = float(value)
-        if trainer.optimizer is None:
-            return "optimizer not ready; unchanged"
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
-        if trainer.lr_scheduler is not None and hasattr(trainer.lr_scheduler, "base_lrs"):
-            # LambdaLR recomputes lr = base_lr * factor each step: move the base too.
-            trainer.lr_scheduler.base_lrs = [lr for _ in trainer.lr_scheduler.base_lrs]
-        return f"learning_rate = {lr:g}"
-
-    ctx.setters.update({"temperature": set_temperature, "beta": set_beta,
-                        "reward_weights": set_weights, "learning_rate": set_lr})
+    return {"temperature": set_temperature, "beta": set_beta, "reward_weights": set_weights}

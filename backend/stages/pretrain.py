@@ -17,8 +17,9 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 
+from backend.contract import ModelArtifact, ProblemSource
 from backend.stages.common import StageConfig, seed_everything, trainer_args
-from backend.worker import StageContext, StageStopped, make_trainer_callback
+from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 
 @dataclass
@@ -63,9 +64,10 @@ class PretrainConfig(StageConfig):
         return AdditionTask(min_digits=self.min_digits, max_digits=self.max_digits,
                             heldout_size=self.heldout_size)
 
-    def task_dict(self) -> dict:
-        return {"name": "addition", "min_digits": self.min_digits, "max_digits": self.max_digits,
-                "heldout_size": self.heldout_size}
+    def problems(self) -> ProblemSource:
+        """The task the base model learned, with the held-out split it never saw."""
+        return ProblemSource(kind="synthetic", min_digits=self.min_digits,
+                             max_digits=self.max_digits, heldout_size=self.heldout_size)
 
     def cache_key(self) -> str:
         relevant = {k: v for k, v in asdict(self).items()
@@ -79,12 +81,13 @@ def run(ctx: StageContext) -> dict:
     cfg = PretrainConfig.from_dict(ctx.config)
     cache_dir = data_home() / "models" / f"tiny-base-{cfg.cache_key()}"
     report_path = cache_dir / "workbench_eval.json"
-    outputs = {"model_path": str(cache_dir), "task": cfg.task_dict()}
+    # The character model reads the bare problem (backend.prompts).
+    outputs = {"model": ModelArtifact(path=str(cache_dir)), "problems": cfg.problems()}
     if cfg.use_cache and report_path.exists() and not ctx.resume_checkpoint:
         report = json.loads(report_path.read_text())
         ctx.event(f"reused the cached base model {cache_dir} (use_cache=false retrains)")
         ctx.progress(cfg.steps, cfg.steps)
-        ctx.store.update_stage(ctx.stage.id, summary={**report, "cached": True})
+        ctx.summary({**report, "cached": True})
         return outputs
 
     model, tokenizer, trainer = _trainer(ctx, cfg)
@@ -106,7 +109,7 @@ def run(ctx: StageContext) -> dict:
     shutil.rmtree(cache_dir, ignore_errors=True)
     tmp.rename(cache_dir)
     ctx.checkpoint_saved(cfg.steps, str(cache_dir), kind="final")
-    ctx.store.update_stage(ctx.stage.id, summary={**report, "cached": False})
+    ctx.summary({**report, "cached": False})
     return outputs
 
 
@@ -115,6 +118,7 @@ def _evaluate(model, tokenizer, cfg: PretrainConfig) -> dict:
 
     report = evaluate(model, tokenizer, cfg.task().heldout(cfg.eval_problems),
                       max_new_tokens=cfg.max_new_tokens)
+    report.pop("per_problem", None)  # the cache keeps the figures, not every sample
     report["parameters"] = sum(p.numel() for p in model.parameters())
     return report
 
@@ -150,5 +154,5 @@ def _trainer(ctx: StageContext, cfg: PretrainConfig):
         dataset_text_field="text",  # plain text: loss on every token, as in pre-training
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
-                         processing_class=tokenizer, callbacks=[make_trainer_callback(ctx)])
-    return model, tokenizer, trainer
+                         processing_class=tokenizer)
+    return model, tokenizer, attach_trainer(ctx, trainer)

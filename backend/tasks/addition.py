@@ -2,7 +2,7 @@
 
 It is small enough for a 0.5M-parameter model to learn on a laptop CPU in minutes, and has a
 natural chain of thought (column-by-column sums with carries) that the base model only
-sometimes writes, which is exactly the room R1-Zero needs (see shared/TINY_PRESET.md).
+sometimes writes, which is exactly the room R1-Zero needs (docs/results.md measures it).
 
 The held-out split is a fixed set of problems drawn from its own seed; training problems and
 the pre-training corpus never contain a held-out pair.
@@ -75,17 +75,25 @@ class AdditionTask:
         pairs = self._heldout_pairs[: n or self.heldout_size]
         return [self.problem(a, b) for a, b in pairs]
 
-    def train_pairs(self, n: int, seed: int) -> list[tuple[int, int]]:
-        """``n`` training pairs (repeats allowed), none of them held out."""
+    def train_pairs(self, n: int, seed: int, distinct: bool = False) -> list[tuple[int, int]]:
+        """``n`` training pairs, none of them held out (repeats allowed unless ``distinct``)."""
         held, rng, out = set(self._heldout_pairs), random.Random(seed), []
+        seen: set[tuple[int, int]] = set()
+        tries = 0
         while len(out) < n:
+            tries += 1
+            if tries > 100 * n + 1000:
+                raise ValueError(f"cannot draw {n} distinct training problems with "
+                                 f"{self.min_digits}-{self.max_digits} digits; use fewer")
             pair = self._draw(rng)
-            if pair not in held:
-                out.append(pair)
+            if pair in held or (distinct and pair in seen):
+                continue
+            seen.add(pair)
+            out.append(pair)
         return out
 
-    def train_problems(self, n: int, seed: int) -> list[Problem]:
-        return [self.problem(a, b) for a, b in self.train_pairs(n, seed)]
+    def train_problems(self, n: int, seed: int, distinct: bool = False) -> list[Problem]:
+        return [self.problem(a, b) for a, b in self.train_pairs(n, seed, distinct)]
 
     def pretraining_corpus(self, n: int, seed: int, think_share: float = 0.3,
                            answer_share: float = 0.2) -> list[str]:

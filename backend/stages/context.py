@@ -1,0 +1,227 @@
+"""What a stage module sees while it runs: its config, its typed inputs, the store, steering.
+
+``StageContext`` reports progress, metrics, events and checkpoints, and applies steering
+commands (pause, resume, stop, checkpoint-now, live parameter changes) at step boundaries.
+``attach_trainer`` connects any HF/TRL ``Trainer`` to it through one callback, so every
+Trainer-based stage gets the same progress, metrics, pause / stop / checkpoint-now and live
+learning rate, and re-applies the stage's effective live values when it resumes.
+
+Imported by stage modules; it imports no stage module (the worker imports both).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from backend.contract import Artifact, WiringError, artifact_from_dict, parse_source
+from storage import Store
+from storage import records as r
+
+HEARTBEAT_SECONDS = 2.0
+
+Setter = Callable[[Any], str]  # applies a parsed value, returns what it did
+
+
+class StageStopped(Exception):
+    """Raised inside a stage when the user asked it to stop (a checkpoint is already saved)."""
+
+
+class StageContext:
+    def __init__(self, store: Store, stage: r.Stage, run: r.Run, kind: Any):
+        self.store = store
+        self.stage = stage
+        self.run = run
+        self.kind = kind  # the stage's StageKind (its declared inputs and live parameters)
+        self.config: dict[str, Any] = stage.config
+        self.output_dir = Path(stage.output_dir or ".")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # A stage being resumed restarts from its newest checkpoint that still exists on disk.
+        self.resume_checkpoint: Optional[str] = None
+        for ckpt in reversed(store.checkpoints(stage.id)):
+            if ckpt.kind == "trainer" and Path(ckpt.path).exists():
+                self.resume_checkpoint = ckpt.path
+                break
+        self.step = 0
+        self.total_steps: Optional[int] = stage.total_steps
+        self.paused = False
+        self.stop_requested = False
+        self.save_requested = False
+        # Stage modules register how each declared live parameter is applied: {name: fn}.
+        self.setters: dict[str, Setter] = {}
+        self.params: dict[str, Any] = dict(stage.params)  # effective values
+        self._beating = True
+        self._beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+        self._beat.start()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def input(self, name: str) -> Optional[Artifact]:
+        """The typed artifact wired to input ``name`` (None when an optional input is unwired)."""
+        ref = self.stage.inputs.get(name)
+        if ref is None:
+            if self.kind.inputs[name].optional:
+                return None
+            raise WiringError(f"stage {self.stage.key!r} has no source for input {name!r}")
+        src_key, output = parse_source(ref)
+        source = next((s for s in self.run.stages if s.key == src_key), None)
+        if source is None or source.status != r.COMPLETED:
+            raise WiringError(f"input {name!r} <- {ref!r}: stage {src_key!r} has not completed")
+        if output not in source.outputs:
+            raise WiringError(f"input {name!r} <- {ref!r}: stage {src_key!r} recorded no "
+                              f"{output!r} output")
+        return artifact_from_dict(source.outputs[output])
+
+    # -- reporting -------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while self._beating:
+            try:
+                self.store.heartbeat(self.stage.id)
+            except Exception as exc:  # a busy database must not kill training
+                print(f"[worker] heartbeat failed: {exc}", file=sys.stderr, flush=True)
+            time.sleep(HEARTBEAT_SECONDS)
+
+    def close(self) -> None:
+        self._beating = False
+
+    def progress(self, step: int, total_steps: Optional[int] = None) -> None:
+        self.step = step
+        if total_steps is not None:
+            self.total_steps = total_steps
+        self.store.heartbeat(self.stage.id, step=step, total_steps=self.total_steps)
+
+    def log_metrics(self, step: int, values: dict[str, float]) -> None:
+        self.store.add_metrics(self.stage.id, step, values)
+
+    def event(self, message: str, level: str = "info", step: Optional[int] = None) -> None:
+        print(f"[{level}] {message}", flush=True)
+        self.store.add_event(self.run.id, message, stage_id=self.stage.id,
+                             step=self.step if step is None else step, level=level)
+
+    def checkpoint_saved(self, step: int, path: str, kind: str = "trainer") -> None:
+        self.store.add_checkpoint(self.stage.id, step, path, kind)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self.store.update_stage(self.stage.id, summary=values)
+
+    # -- steering --------------------------------------------------------------------------
+    def apply_commands(self, step: int) -> None:
+        """Apply pending commands at a step boundary. Blocks while paused."""
+        while True:
+            for cmd in self.store.pending_commands(self.stage.id):
+                result, error = self._apply(cmd)
+                self.store.mark_command_applied(cmd.id, step, result, error)
+                payload = json.dumps(cmd.payload) if cmd.payload else ""
+                self.event(f"{cmd.kind} {payload}".strip()
+                           + (f" failed at step {step}: {error}" if error
+                              else f" applied at step {step}: {result}"),
+                           step=step, level="warning" if error else "info")
+            if not self.paused or self.stop_requested:
+                return
+            time.sleep(0.5)
+
+    def _apply(self, cmd: r.Command) -> tuple[str, Optional[str]]:
+        if cmd.kind == "pause":
+            if not self.paused:
+                self.paused = True
+                self.store.transition(self.stage.id, [r.RUNNING], r.PAUSED)
+            return "paused", None
+        if cmd.kind == "resume":
+            if self.paused:
+                self.paused = False
+                self.store.transition(self.stage.id, [r.PAUSED], r.RUNNING)
+            return "running", None
+        if cmd.kind == "stop":
+            self.stop_requested = True
+            self.paused = False
+            return "stopping after a checkpoint", None
+        if cmd.kind == "checkpoint":
+            self.save_requested = True
+            return "checkpoint requested", None
+        if cmd.kind == "set":
+            return self.apply_params(cmd.payload)
+        return "", f"unknown command {cmd.kind!r} ignored"
+
+    def apply_params(self, values: dict[str, Any]) -> tuple[str, Optional[str]]:
+        """Apply live values (validated by the API, parsed again here), record the effective
+        ones. A setter that raises is reported, never fatal: training goes on."""
+        from backend.steering import SteeringError
+
+        done, failed = [], []
+        for name, value in values.items():
+            declared = {p.name: p for p in self.kind.live}.get(name)
+            setter = self.setters.get(name)
+            if declared is None or setter is None:
+                failed.append(f"{name}: not adjustable live in this stage")
+                continue
+            try:
+                parsed = declared.parse(value, self.config)
+                done.append(setter(parsed))
+            except (SteeringError, Exception) as exc:  # noqa: BLE001 - reported, not fatal
+                failed.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            self.params[name] = parsed
+        if done:
+            self.store.update_stage(self.stage.id, params=self.params)
+        return "; ".join(done), ("; ".join(failed) or None)
+
+    def reapply_params(self) -> None:
+        """On (re)start: bring the trainer to the stage's effective live values (those a user
+        changed away from the config)."""
+        changed = {k: v for k, v in self.params.items()
+                   if k in self.setters and v != self.config.get(k)}
+        if changed:
+            result, error = self.apply_params(changed)
+            self.event(f"live values re-applied: {result}" + (f" ({error})" if error else ""))
+
+
+def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, Setter]] = None):
+    """Connect a HF/TRL Trainer to the stage: progress, metrics, checkpoints, steering."""
+    from transformers import TrainerCallback
+
+    def set_learning_rate(lr: float) -> str:
+        if trainer.optimizer is None:
+            raise RuntimeError("the optimizer is not built yet")
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr
+        if trainer.lr_scheduler is not None and hasattr(trainer.lr_scheduler, "base_lrs"):
+            # LambdaLR recomputes lr = base_lr * factor each step: move the base too, so a
+            # schedule (warm-up, cosine) continues from the new value.
+            trainer.lr_scheduler.base_lrs = [lr for _ in trainer.lr_scheduler.base_lrs]
+        return f"learning_rate = {lr:g}"
+
+    ctx.setters.update({"learning_rate": set_learning_rate, **(setters or {})})
+
+    class WorkbenchCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            # After the Trainer loaded a checkpoint's optimizer and scheduler: live values the
+            # user set win over what the checkpoint holds.
+            ctx.reapply_params()
+            ctx.progress(state.global_step, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            ctx.progress(state.global_step, state.max_steps)
+            ctx.apply_commands(state.global_step)
+            if ctx.save_requested:
+                ctx.save_requested = False
+                control.should_save = True
+            if ctx.stop_requested:
+                # Trainer saves a full checkpoint (model, optimizer, scheduler, RNG, data
+                # position) at this step, then leaves its loop.
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                values = {k: v for k, v in logs.items() if isinstance(v, (int, float))
+                          and not isinstance(v, bool)}
+                ctx.log_metrics(state.global_step, values)
+
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            ctx.checkpoint_saved(state.global_step, str(path))
+
+    trainer.add_callback(WorkbenchCallback())
+    return trainer
