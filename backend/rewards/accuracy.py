@@ -1,102 +1,89 @@
 """Accuracy reward: does the completion's final answer equal the reference answer?
 
 The rule-based reward of R1-Zero: verifiable, so it cannot be gamed the way a learned reward
-model can. Answer equality is decided in three steps, cheapest first:
+model can. The rejection-sampling stage keeps or drops data by it, and evaluation, the group
+inspector and the length-shaped rewards all use the same notion of "correct"
+(:func:`is_correct`). Answer equality (:func:`answers_match`) is decided cheapest first:
 
-1. exact string match after stripping;
-2. numeric equality when both sides read as numbers (GSM8K style: ``1,234``, ``$5``, ``5.0``,
-   ``5.``, ``3/4``), compared exactly as fractions. Two numbers that differ are wrong without
-   asking math-verify: it is the common case for the tiny model (64 numeric answers a step) and
-   math-verify's float rounding would otherwise call e.g. ``0.3333333`` equal to ``1/3``;
-3. ``math_verify`` (symbolic equivalence: ``\\frac{1}{2}`` vs ``0.5``, ``2^{10}`` vs ``1024``).
+1. the same string (after stripping) is equal;
+2. the plain reading (:mod:`backend.rewards.numbers`): when both answers read as numbers
+   (``1,234``, ``$18.00``, ``18 dollars``, ``5 km/h``, ``3/4``, ``0.333...``, ``10%``) their
+   values decide, exactly, or by the documented rule for a rounded decimal against a fraction
+   with no finite decimal expansion; math-verify is not asked, so its float rounding cannot
+   blur two different numbers;
+3. two plain-text answers that are not numbers (``Monday``, ``yes``) are equal when they
+   agree ignoring case, spacing and a final full stop;
+4. otherwise math-verify (:mod:`backend.rewards.verify`: symbolic equivalence, ``\\frac{1}{2}``
+   vs ``0.5``, ``2^{10}`` vs ``1024``, ``x=5`` vs ``5``), with exact rationals from it judged by
+   the same rule as in step 2, bounded in time in any thread.
 
-math-verify caveat (found by trying math-verify 0.9.0): without LaTeX delimiters its parser
-falls back to grabbing a number, so ``parse("2^{10}")`` gives ``2``, ``parse("x=5")`` gives
-``5`` and ``parse("\\sqrt{2}")`` gives nothing. Both the extracted prediction and the
-reference are therefore wrapped in ``$...$`` when they carry no delimiter of their own
-(``$``, ``\\(``, ``\\[``, ``\\boxed``); if the wrapped text does not parse, the bare text is tried.
+A reference is missing (the row is skipped, reward ``None``, not scored) when it is ``None``,
+a float NaN (pandas reads an empty cell so), pandas' ``NA``, blank, or the text ``nan``/``<NA>``.
+GSM8K's full solutions are accepted as references: the answer is the text after ``####``.
+
+Correctness is computed once per (completion text, reference): :func:`is_correct` keeps the
+last :data:`CACHE_SIZE` results, so ``accuracy``, ``length`` and ``cosine_length`` scoring the
+same batch pay for each completion once.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
+import math
 import re
-import threading
 from fractions import Fraction
 from typing import Any
 
 from backend.rewards.extract import completion_text, extract_answer
+from backend.rewards.numbers import looks_like_latex, numbers_match, read_numbers
+from backend.rewards.verify import symbolic_match
 
-log = logging.getLogger(__name__)
+CACHE_SIZE = 8192  # completions; a GRPO step scores up to a few hundred
+_MISSING_TEXT = {"", "nan", "<na>"}
 
-_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_LATEX_DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
+
+def is_missing_reference(reference: Any) -> bool:
+    """``None``, NaN, pandas ``NA``/``NaT``, blank or the text ``nan``: no reference to grade."""
+    if reference is None:
+        return True
+    if isinstance(reference, float) and math.isnan(reference):
+        return True
+    if type(reference).__name__ in ("NAType", "NaTType"):  # pandas' missing values, without pandas
+        return True
+    if isinstance(reference, str):
+        return reference.strip().lower() in _MISSING_TEXT
+    return False
 
 
 def normalize_reference(reference: Any) -> str | None:
-    """The reference answer as a string, ``None`` if missing.
+    """The reference answer as a string, ``None`` if missing (see the module docstring).
 
-    Accepts numbers (a numeric dataset column) and full GSM8K solutions: the text after the
-    last ``####`` is the answer.
+    Accepts numbers (a numeric dataset column; ``72.0`` from a pandas column with gaps reads
+    as 72) and full GSM8K solutions: the text after the last ``####`` is the answer.
     """
-    if reference is None:
+    if is_missing_reference(reference):
         return None
+    if isinstance(reference, float) and reference.is_integer():
+        reference = int(reference)
     text = str(reference)
     if "####" in text:
         text = text.rsplit("####", 1)[1]
     text = text.strip()
-    return text or None
+    return None if text.lower() in _MISSING_TEXT else text
 
 
 def parse_number(text: str) -> Fraction | None:
-    """``text`` as an exact number, or ``None``.
+    """``text`` as an exact number when it reads as exactly one, else ``None``.
 
-    Drops a leading ``$`` (or ``\\$``), thousands commas (``1,234`` but not the pair ``1,2``),
-    a trailing ``.`` (end of sentence) and spaces around ``/``; then integers, decimals and
-    fractions ``3/4`` all parse through :class:`fractions.Fraction`.
+    Kept for callers that want one value: see :func:`backend.rewards.numbers.read_numbers`
+    for what reads as a number (a percentage reads two ways and gives ``None`` here).
     """
-    s = text.strip().replace("\\$", "").replace("$", "")
-    s = _THOUSANDS_COMMA.sub("", s)
-    s = re.sub(r"\s*/\s*", "/", s).strip()
-    if s.endswith("."):
-        s = s[:-1]
-    if not s or "_" in s:  # Fraction accepts 1_000; an answer with "_" is not a plain number
-        return None
-    try:
-        return Fraction(s)
-    except (ValueError, ZeroDivisionError):
-        return None
+    numbers = read_numbers(text)
+    return numbers[0].value if len(numbers) == 1 else None
 
 
-def _math_verify_parse(text: str, timeout: int | None) -> list:
-    from math_verify import parse
-
-    wrapped = text if any(d in text for d in _LATEX_DELIMITERS) else f"${text}$"
-    parsed = parse(wrapped, parsing_timeout=timeout)
-    if not parsed and wrapped != text:
-        parsed = parse(text, parsing_timeout=timeout)
-    return parsed
-
-
-def _math_verify_equal(prediction: str, reference: str) -> bool:
-    from math_verify import verify
-
-    # math-verify enforces timeouts with signal.alarm(), which only works in the main thread;
-    # elsewhere (a thread pool, a UI callback) run without a timeout, as TRL's accuracy_reward does.
-    main_thread = threading.current_thread() is threading.main_thread()
-    parse_timeout, verify_timeout = (5, 5) if main_thread else (None, None)
-    if not main_thread:  # math-verify warns on every call that the timeout is off; we know
-        for name in ("math_verify.parser", "math_verify.grader"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        gold = _math_verify_parse(reference, parse_timeout)
-        pred = _math_verify_parse(prediction, parse_timeout)
-        if not gold or not pred:
-            return False
-        return bool(verify(gold, pred, timeout_seconds=verify_timeout))
-    except Exception:  # one odd string must not stop a training step; it scores as wrong
-        log.debug("math_verify failed on %r vs %r", prediction, reference, exc_info=True)
-        return False
+def _plain_words(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().rstrip(".").casefold()
 
 
 def answers_match(prediction: str | None, reference: Any) -> bool:
@@ -104,22 +91,44 @@ def answers_match(prediction: str | None, reference: Any) -> bool:
     reference = normalize_reference(reference)
     if prediction is None or reference is None:
         return False
-    prediction = prediction.strip()
+    prediction = str(prediction).strip()
     if not prediction:
         return False
     if prediction == reference:
         return True
-    pred_number, ref_number = parse_number(prediction), parse_number(reference)
-    if pred_number is not None and ref_number is not None:
-        return pred_number == ref_number
-    return _math_verify_equal(prediction, reference)
+    pred_numbers, ref_numbers = read_numbers(prediction), read_numbers(reference)
+    if pred_numbers and ref_numbers:
+        return numbers_match(pred_numbers, ref_numbers)
+    if not (pred_numbers or ref_numbers or looks_like_latex(prediction) or looks_like_latex(reference)):
+        if _plain_words(prediction) == _plain_words(reference):
+            return True
+    return symbolic_match(prediction, reference, pred_numbers, ref_numbers)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _is_correct_cached(text: str, reference: str) -> bool:
+    return answers_match(extract_answer(text), reference)
 
 
 def is_correct(completion: Any, reference: Any) -> bool | None:
-    """Whether a completion's final answer is right; ``None`` when there is no reference."""
-    if normalize_reference(reference) is None:
+    """Whether a completion's final answer equals ``reference``; ``None`` without a reference.
+
+    ``completion``: its text, or a TRL conversational completion. Cached on (text, reference):
+    see the module docstring.
+    """
+    reference = normalize_reference(reference)
+    if reference is None:
         return None
-    return answers_match(extract_answer(completion_text(completion)), reference)
+    return _is_correct_cached(completion_text(completion), reference)
+
+
+def correctness_cache_info() -> Any:
+    """Hits, misses and size of the correctness cache (``functools`` ``CacheInfo``)."""
+    return _is_correct_cached.cache_info()
+
+
+def clear_correctness_cache() -> None:
+    _is_correct_cached.cache_clear()
 
 
 def accuracy(prompts: list, completions: list, answer: list | None = None, **kwargs: Any) -> list[float | None]:

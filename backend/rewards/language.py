@@ -18,14 +18,25 @@ Ignored: digits, punctuation, math symbols, LaTeX commands (``\\frac`` is notati
 and single Latin letters (``x``, ``y`` are variables in a Chinese CoT as much as in an English
 one; losing the English word "a" barely moves the share). A CoT with no words at all scores 1.0:
 nothing in it is in the wrong language (the tiny model's CoT is pure digits and signs).
+
+Languages: ``en`` and ``zh`` (aliases ``english``, ``chinese``, ``cn``; region and script tags
+such as ``en-US``, ``zh_Hans`` are dropped). An unsupported language is refused when the run is
+configured (:func:`backend.rewards.validate_reward_options` calls :func:`normalize_language`);
+should one still reach a training step (a dataset's own ``language`` column), that row gets
+``None`` (not scored, which TRL skips) and a warning in the log, never an exception that would
+end the stage. A missing value (``None``, NaN, blank) means the default, ``en``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from typing import Any
 
 from backend.rewards.extract import completion_text, split_think_answer
+
+log = logging.getLogger(__name__)
 
 # CJK Unified Ideographs: Extension A, the main block, Compatibility, Extensions B-F and G.
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U0003134f"
@@ -40,15 +51,21 @@ _LANGUAGE_ALIASES = {"en": "en", "english": "en", "zh": "zh", "chinese": "zh", "
 SUPPORTED_LANGUAGES = ("en", "zh")
 
 
-def normalize_language(language: str | None) -> str:
-    """``"en"``/``"zh"`` from codes like ``"en-US"``, ``"zh_Hans"``, ``"Chinese"``; ``None`` -> ``"en"``."""
-    if language is None:
-        return "en"
+DEFAULT_LANGUAGE = "en"
+
+
+def normalize_language(language: Any) -> str:
+    """``"en"``/``"zh"`` from codes like ``"en-US"``, ``"zh_Hans"``, ``"Chinese"``; missing -> ``"en"``.
+
+    Raises ``ValueError`` for any other language, saying what is supported.
+    """
+    if language is None or (isinstance(language, float) and math.isnan(language)) or not str(language).strip():
+        return DEFAULT_LANGUAGE
     code = re.split(r"[-_]", str(language).strip().lower(), maxsplit=1)[0]
     if code not in _LANGUAGE_ALIASES:
         raise ValueError(
-            f"language_consistency supports {SUPPORTED_LANGUAGES} (script-based), got {language!r}; "
-            "set the dataset's 'language' column or the reward's language to one of them"
+            f"language_consistency supports {', '.join(SUPPORTED_LANGUAGES)} (it counts words by script: "
+            f"Latin letters for en, Han characters for zh), got {language!r}; set language to en or zh"
         )
     return _LANGUAGE_ALIASES[code]
 
@@ -74,23 +91,41 @@ def target_share(text: str, language: str = "en") -> float:
     return target / total
 
 
+_warned_languages: set[str] = set()
+
+
+def _language_or_none(language: Any) -> str | None:
+    try:
+        return normalize_language(language)
+    except ValueError as error:
+        if str(language) not in _warned_languages:  # once per language, not once per row
+            _warned_languages.add(str(language))
+            log.warning("language_consistency: rows in language %r are not scored: %s", language, error)
+        return None
+
+
 def language_consistency(
-    prompts: list, completions: list, language: str | list[str | None] | None = "en", **kwargs: Any
-) -> list[float]:
+    prompts: list, completions: list, language: str | list[str | None] | None = DEFAULT_LANGUAGE, **kwargs: Any
+) -> list[float | None]:
     """Share of target-language words in each completion's CoT, in [0, 1].
 
     ``language`` is one code for the whole batch (``"en"`` by default, or bound with
     functools.partial) or, as TRL passes a dataset column, a list aligned with ``completions``.
+    A row in an unsupported language scores ``None`` (see the module docstring).
     """
-    if language is None or isinstance(language, str):
+    if not isinstance(language, (list, tuple)):  # one value for the batch (a code, None, NaN)
         languages = [language] * len(completions)
     else:
         languages = list(language)
         if len(languages) != len(completions):
             raise ValueError(f"language has {len(languages)} entries for {len(completions)} completions")
-    rewards = []
+    rewards: list[float | None] = []
     for completion, lang in zip(completions, languages):
+        target = _language_or_none(lang)
+        if target is None:
+            rewards.append(None)
+            continue
         text = completion_text(completion)
         think, _ = split_think_answer(text)
-        rewards.append(target_share(think if think is not None else text, lang))
+        rewards.append(target_share(think if think is not None else text, target))
     return rewards

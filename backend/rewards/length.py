@@ -16,8 +16,18 @@ does in training) and in characters otherwise (direct calls, tests, the UI).
   exploring longer reasoning when it is wrong. Lengths past ``max_len`` count as ``max_len``
   (the cosine is periodic and would otherwise climb back up; TRL clamps the same way).
 
-Correctness is :func:`backend.rewards.accuracy.is_correct` on the ``answer`` column; rows with
-no reference score ``None`` (TRL ignores them), as in ``accuracy``.
+Correctness is :func:`backend.rewards.accuracy.is_correct` on the ``answer`` column, the same
+cached judgement the ``accuracy`` reward made for the same completion in the same step (it is
+computed once); rows with no reference score ``None`` (TRL ignores them), as in ``accuracy``.
+
+Why ``cosine_length`` does not call TRL's ``trl.rewards.get_cosine_scaled_reward``: TRL's reward
+decides correctness itself, by running its own ``accuracy_reward`` (math-verify on the whole
+completion against a ``solution`` column, reading ``completion[0]["content"]``, so
+conversational completions only). That is a different notion of correct from ours (the
+``<answer>`` tag, units, the decimal rule), it would be computed a second time per completion,
+and it cannot be handed ours. So the four-line formula is written here, with TRL's defaults
+and its clamp at ``max_len``, and ``tests/rewards/test_length.py`` checks it against TRL's
+reward value for value, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -79,6 +89,43 @@ def length(
     return rewards
 
 
+def check_cosine_options(
+    max_len: int = COSINE_MAX_LEN,
+    min_value_wrong: float = COSINE_MIN_VALUE_WRONG,
+    max_value_wrong: float = COSINE_MAX_VALUE_WRONG,
+    min_value_correct: float = COSINE_MIN_VALUE_CORRECT,
+    max_value_correct: float = COSINE_MAX_VALUE_CORRECT,
+) -> None:
+    """Raise ``ValueError`` saying how to fix a bad ``cosine_length`` setting.
+
+    ``max_len`` is a whole number >= 1 (tokens; the stage's max completion length is a good
+    value); the four bounds are finite numbers ordered ``min_value_wrong <= max_value_wrong <=
+    min_value_correct <= max_value_correct``, so that no wrong answer outscores a right one.
+    """
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(
+            f"cosine_length max_len must be a whole number of tokens >= 1 (e.g. the max completion "
+            f"length), got {max_len!r}"
+        )
+    bounds = {
+        "min_value_wrong": min_value_wrong,
+        "max_value_wrong": max_value_wrong,
+        "min_value_correct": min_value_correct,
+        "max_value_correct": max_value_correct,
+    }
+    for name, value in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"cosine_length {name} must be a finite number, got {value!r}")
+    if not min_value_wrong <= max_value_wrong <= min_value_correct <= max_value_correct:
+        order = ", ".join(f"{name}={value}" for name, value in bounds.items())
+        raise ValueError(
+            "cosine_length bounds must be ordered min_value_wrong <= max_value_wrong <= min_value_correct "
+            f"<= max_value_correct (a wrong answer never outscores a right one), got {order}; the defaults "
+            f"are {COSINE_MIN_VALUE_WRONG}, {COSINE_MAX_VALUE_WRONG}, {COSINE_MIN_VALUE_CORRECT}, "
+            f"{COSINE_MAX_VALUE_CORRECT}"
+        )
+
+
 def cosine_length(
     prompts: list,
     completions: list,
@@ -93,7 +140,7 @@ def cosine_length(
     **kwargs: Any,
 ) -> list[float | None]:
     """Cosine-scaled correctness reward (see module docstring); ``max_len`` in tokens (or chars)."""
-    if max_len <= 0:
+    if max_len <= 0:  # settings are checked when the run is configured; this guards direct calls
         raise ValueError(f"cosine_length needs max_len > 0, got {max_len}")
     lengths = completion_lengths(completions, completion_ids)
     rewards: list[float | None] = []
@@ -101,7 +148,7 @@ def cosine_length(
         if ok is None:
             rewards.append(None)
             continue
-        cosine = math.cos(min(n / max_len, 1.0) * math.pi)
+        cosine = math.cos(min(n / max_len, 1.0) * math.pi)  # clamped: past max_len stays at the long end
         if ok:
             low, high = min_value_correct, max_value_correct
         else:
@@ -123,8 +170,7 @@ def make_cosine_length(
     to a spawned process); its ``__name__`` stays ``"cosine_length"`` because TRL logs each
     reward under its function's name.
     """
-    if max_len <= 0:
-        raise ValueError(f"make_cosine_length needs max_len > 0, got {max_len}")
+    check_cosine_options(max_len, min_value_wrong, max_value_wrong, min_value_correct, max_value_correct)
     reward = functools.partial(
         cosine_length,
         max_len=max_len,

@@ -62,6 +62,7 @@ def test_language_column_must_align():
         ("zh_Hans", "zh"),  # script subtag
         ("Chinese", "zh"),  # language name
         (None, "en"),  # default
+        (float("nan"), "en"),  # missing, as pandas reads it
     ],
 )
 def test_normalize_language(code, expected):
@@ -69,8 +70,23 @@ def test_normalize_language(code, expected):
 
 
 def test_unsupported_language_says_what_is_supported():
-    with pytest.raises(ValueError, match="supports"):
-        language_consistency(prompts=["p"], completions=["bonjour"], language="fr")
+    # Refused when the run is configured (validate_reward_options calls this), with the fix.
+    with pytest.raises(ValueError, match="supports en, zh.*set language to en or zh"):
+        normalize_language("fr")
+
+
+@pytest.mark.parametrize(
+    "language, expected",
+    [
+        ("fr", [None, None]),  # an unsupported language reaching a training step: rows not scored
+        (["fr", "en"], [None, 1.0]),  # a dataset column with one bad row: only that row is skipped
+        ([float("nan"), "zh"], [1.0, 0.0]),  # a missing value (pandas NaN) means the default, en
+        (["", None], [1.0, 1.0]),  # blank and None: the default too
+    ],
+)
+def test_language_consistency_never_raises_on_a_language_mid_training(language, expected):
+    completions = ["<think>add the digits</think>", "<think>add the digits</think>"]
+    assert language_consistency(prompts=["p", "q"], completions=completions, language=language) == expected
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from backend.rewards.length import COSINE_MAX_LEN, cosine_length, length, make_cosine_length
+from backend.rewards.length import COSINE_MAX_LEN, check_cosine_options, cosine_length, length, make_cosine_length
 
 RIGHT = "<answer>5</answer>"
 WRONG = "<answer>4</answer>"
@@ -100,3 +100,55 @@ def test_make_cosine_length_is_named_and_picklable():
 def test_make_cosine_length_rejects_bad_max_len():
     with pytest.raises(ValueError, match="max_len"):
         make_cosine_length(max_len=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_len": 0}, "max_len must be a whole number"),  # no length to scale by
+        ({"max_len": 12.5}, "max_len must be a whole number"),  # tokens are counted whole
+        ({"max_len": True}, "max_len must be a whole number"),  # a flag is not a length
+        ({"min_value_correct": float("nan")}, "finite"),  # NaN would poison the total reward
+        ({"max_value_wrong": "x"}, "finite number"),  # not a number
+        ({"min_value_correct": -2.0}, "ordered"),  # a right answer could score below a wrong one
+        ({"min_value_wrong": 0.0}, "ordered"),  # short and wrong would beat long and wrong
+    ],
+)
+def test_check_cosine_options_says_how_to_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check_cosine_options(**kwargs)
+
+
+@pytest.mark.parametrize("reference", [None, float("nan"), "", "nan"])
+def test_length_rewards_skip_missing_references(reference):
+    # A NaN from pandas is a missing reference: no correctness, so no length-shaped reward.
+    kwargs = {"prompts": ["p", "q"], "completions": [RIGHT, RIGHT], "answer": ["5", reference],
+              "completion_ids": [[1] * 3, [1] * 9]}
+    assert length(**kwargs)[1] is None
+    assert cosine_length(**kwargs)[1] is None
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {},  # TRL's defaults, which are ours
+        {"min_value_wrong": -2.0, "max_value_wrong": 0.0, "min_value_correct": 0.0, "max_value_correct": 3.0},
+    ],
+)
+def test_cosine_length_equals_trls_cosine_scaled_reward(bounds):
+    # Our formula is TRL's (see backend/rewards/length.py for why it is not called): on
+    # completions where TRL's own correctness agrees with ours, the rewards must be equal,
+    # below, at and past max_len.
+    from trl.rewards import get_cosine_scaled_reward
+
+    trl_reward = get_cosine_scaled_reward(max_len=10, **bounds)
+    ours = make_cosine_length(max_len=10, **bounds)
+    texts = ["\\boxed{\\frac{1}{3}}", "\\boxed{\\frac{1}{2}}"]  # right, wrong
+    table = {}
+    for n_tokens in (0, 1, 3, 5, 9, 10, 25):
+        ids = [[1] * n_tokens, [1] * n_tokens]
+        expected = trl_reward([[{"role": "assistant", "content": t}] for t in texts], ["\\frac{1}{3}"] * 2, ids)
+        got = ours(prompts=["p", "p"], completions=texts, answer=["\\frac{1}{3}"] * 2, completion_ids=ids)
+        assert got == pytest.approx(expected)
+        table[n_tokens] = expected
+    assert table[0][0] > 0 > table[0][1]  # the table covered a right and a wrong answer
