@@ -42,6 +42,7 @@ TINY = "<think>3+8+0=11,7+5+1=13</think><answer>1431</answer>"
         ("<answer>5 dollars</answer>", "5", 1.0),  # a unit word after the value: judged by value
         ("<answer>yes</answer>", "yes", 1.0),  # non-numeric exact match
         ("<answer>no</answer>", "yes", 0.0),  # non-numeric mismatch
+        ("<answer>Monday.</answer>", "monday", 1.0),  # plain words: case and a final full stop ignored
         ("<answer>72</answer>", "She pays 8*9 = <<8*9=72>>72\n#### 72", 1.0),  # full GSM8K solution
         ("<answer>72</answer>", 72, 1.0),  # numeric reference column
         ([{"role": "assistant", "content": "<answer>7</answer>"}], "7", 1.0),  # conversational
