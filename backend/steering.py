@@ -141,7 +141,9 @@ def risks(current: dict[str, Any], new: dict[str, Any], config: dict) -> list[st
     """Changes that pass the bounds but may wreck training: each a sentence for a confirm."""
     out = []
     lr_old, lr_new = current.get("learning_rate"), new.get("learning_rate")
-    if lr_old and lr_new and (lr_new / lr_old >= 10 or lr_old / lr_new >= 10):
+    # Less a hair: in floating point 3e-4 / 3e-5 is 9.999999999999998, and a user typing
+    # exactly 10x the default rate must be asked.
+    if lr_old and lr_new and max(lr_new / lr_old, lr_old / lr_new) >= 10 - 1e-9:
         out.append(f"learning rate {lr_old:g} -> {lr_new:g} is a {max(lr_new / lr_old, lr_old / lr_new):.0f}x "
                    f"change: a much higher rate can collapse the policy within a few steps")
     t_old, t_new = current.get("temperature"), new.get("temperature")
