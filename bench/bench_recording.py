@@ -10,10 +10,9 @@ The same GRPO run (tiny preset model, 8 prompts x 8 generations = 64 completions
 * **workbench**: what a Workbench GRPO stage runs: ``RecordingGRPOTrainer`` with a
   ``GroupWriter`` recording every group and rollout into a fresh SQLite file from its
   background thread, plus the real per-step store traffic: a real ``StageContext`` (whose
-  heartbeat thread writes every 2 s) and ``make_trainer_callback(ctx)`` (heartbeat with the
-  step and a ``pending_commands`` query at every step end, ``add_metrics`` of the logged
-  values at every log), the live-steering setters, and the stage's ``steer/*`` metrics row at
-  every step begin. The stage's periodic held-out eval is left out (it is a feature the user
+  heartbeat thread writes every 2 s), ``attach_trainer`` (the stage's progress, commands and
+  metrics callback, with the live-steering setters) and ``steer_metrics_callback`` (the
+  stage's ``steer/*`` metrics row at every step begin), exactly as the GRPO stage wires them. The stage's periodic held-out eval is left out (it is a feature the user
   schedules, not recording overhead), as are checkpoints (``save_strategy="no"``).
 
 The variants alternate (bare, workbench, bare, workbench, ...) for ``--rounds`` rounds, so the
@@ -96,18 +95,12 @@ def pick_model(workdir: Path, requested: str | None, seed: int) -> tuple[str, st
 
 
 def make_dataset(tokenizer, steps: int, seed: int):
-    from datasets import Dataset
-
-    from backend.stages.grpo import GRPOStageConfig, resolve_template
+    from backend.prompts import resolve_format
+    from backend.stages.grpo import train_dataset
     from backend.tasks.addition import AdditionTask
 
-    template = resolve_template(GRPOStageConfig(), tokenizer)
     problems = AdditionTask().train_problems(steps * PROMPTS_PER_STEP, seed=seed + 7)
-    return Dataset.from_dict({
-        "prompt": [template.format(prompt=p.prompt) for p in problems],
-        "answer": [p.answer for p in problems],
-        "language": ["en"] * len(problems),
-    })
+    return train_dataset(resolve_format("auto", tokenizer), problems, "en")
 
 
 def stage_config(steps: int, seed: int):
@@ -116,27 +109,20 @@ def stage_config(steps: int, seed: int):
     return GRPOStageConfig.from_dict({
         "steps": steps, "batch_size": BATCH, "num_generations": GROUP,
         "max_completion_length": MAX_COMPLETION, "learning_rate": 3e-5, "beta": 0.0,
-        "reward_funcs": ",".join(REWARDS), "reward_weights": ",".join(map(str, WEIGHTS)),
+        "reward_funcs": list(REWARDS), "reward_weights": list(WEIGHTS),
         "eval_every": 0, "seed": seed,
     })
 
 
 def grpo_args(cfg, output_dir: Path):
-    """The GRPOConfig of backend.stages.grpo.run, with saving off."""
-    from trl import GRPOConfig
+    """The GRPO stage's own GRPOConfig, with saving off."""
+    from backend.stages.grpo import grpo_args as stage_args
 
-    return GRPOConfig(
-        output_dir=str(output_dir), max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
-        steps_per_generation=1, num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
-        beta=cfg.beta, epsilon=cfg.epsilon, loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards, reward_weights=cfg.weights(), logging_steps=1,
-        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=True, bf16=False, gradient_checkpointing=False, disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    from transformers.trainer_utils import SaveStrategy
+
+    args = stage_args(cfg, output_dir)
+    args.save_strategy = SaveStrategy.NO
+    return args
 
 
 def step_timer():
@@ -202,33 +188,19 @@ def timed_writer(base):
     return TimedGroupWriter
 
 
-def steer_logger(ctx, trainer):
-    """The steer/* metrics row that the GRPO stage writes at every step begin."""
-    from transformers import TrainerCallback
-
-    class SteerLog(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            values = {"steer/temperature": trainer.temperature, "steer/beta": trainer.beta}
-            for name, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist()):
-                values[f"steer/weight/{name}"] = w
-            ctx.log_metrics(state.global_step + 1, values)
-
-    return SteerLog()
-
-
 # ------------------------------------------------------------------------------ one run
 def run_variant(variant: str, label: str, cfg, model_path: str, workdir: Path) -> dict:
     from trl import GRPOTrainer
 
     from backend.models import load_model
-    from backend.rewards import REWARD_FUNCTIONS
+    from backend.rewards import build_reward_functions
     from backend.stages.common import seed_everything
 
     seed_everything(cfg.seed)
     model, tokenizer = load_model(model_path)
     dataset = make_dataset(tokenizer, cfg.steps, cfg.seed)
     args = grpo_args(cfg, workdir / f"out-{label}")
-    funcs = [REWARD_FUNCTIONS[n] for n in cfg.reward_names()]
+    funcs = build_reward_functions(cfg.reward_funcs, cfg.reward_options())
     timer = step_timer()
     log = open(workdir / f"{label}.log", "w")
     out: dict = {"variant": variant, "label": label}
@@ -244,8 +216,10 @@ def run_variant(variant: str, label: str, cfg, model_path: str, workdir: Path) -
         out["cpu_s"] = time.process_time() - cpu0
         out["drain_s"] = 0.0
     else:
-        from backend.stages.grpo import GroupWriter, _recording_trainer_class, _register_setters
-        from backend.worker import StageContext, make_trainer_callback
+        from backend.stages import STAGE_KINDS
+        from backend.stages.context import StageContext, attach_trainer
+        from backend.stages.grpo import (GroupWriter, _recording_trainer_class, grpo_setters,
+                                         steer_metrics_callback)
         from storage import StageSpec, Store
         from storage import records as r
         from storage.store import now
@@ -258,12 +232,12 @@ def run_variant(variant: str, label: str, cfg, model_path: str, workdir: Path) -
         store.update_stage(stage_id, output_dir=str(workdir / f"out-{label}"))
         store.transition(stage_id, [r.QUEUED], r.RUNNING, pid=os.getpid(), heartbeat_at=now(),
                          started_at=now())
-        ctx = StageContext(store, store.get_stage(stage_id), store.get_run(run.id))
+        ctx = StageContext(store, store.get_stage(stage_id), store.get_run(run.id),
+                           STAGE_KINDS["grpo"])
         cb_time = {"s": 0.0}
-        callbacks = [timed(make_trainer_callback(ctx), cb_time)]
         trainer = _recording_trainer_class()(
             model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-            processing_class=tokenizer, callbacks=[timer] + callbacks)
+            processing_class=tokenizer, callbacks=[timer])
         writer = timed_writer(GroupWriter)(store, stage_id)
         hand_off = {"s": 0.0}
 
@@ -273,8 +247,11 @@ def run_variant(variant: str, label: str, cfg, model_path: str, workdir: Path) -
             hand_off["s"] += time.perf_counter() - t
 
         trainer.on_groups = on_groups
-        _register_setters(ctx, trainer, cfg)
-        trainer.add_callback(timed(steer_logger(ctx, trainer), cb_time))
+        attach_trainer(ctx, trainer, grpo_setters(trainer))
+        trainer.add_callback(steer_metrics_callback(ctx, trainer))
+        for callback in trainer.callback_handler.callbacks:  # time the stage's own callbacks
+            if type(callback).__name__ in ("WorkbenchCallback", "SteerMetrics"):
+                timed(callback, cb_time)
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         try:

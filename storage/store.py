@@ -296,17 +296,42 @@ class Store:
             return [_stage(row) for row in rows]
 
     # ------------------------------------------------------------------ metrics
-    def add_metrics(self, stage_id: int, step: int, values: dict[str, float]) -> None:
+    @staticmethod
+    def _metric_rows(stage_id: int, steps_values: Iterable[tuple[int, dict[str, float]]]) -> list[dict]:
         at = now()
-        rows = [
+        return [
             {"stage_id": stage_id, "step": step, "name": name, "value": float(value), "at": at}
-            for name, value in values.items()
+            for step, values in steps_values for name, value in values.items()
             if value is not None
         ]
+
+    def add_metrics(self, stage_id: int, step: int, values: dict[str, float]) -> None:
+        rows = self._metric_rows(stage_id, [(step, values)])
         if not rows:
             return
         with self.session() as s:
             s.connection().execute(insert(m.MetricRow.__table__), rows)
+
+    def stage_tick(self, stage_id: int, step: Optional[int], total_steps: Optional[int],
+                   metrics: list[tuple[int, dict[str, float]]]) -> list[r.Command]:
+        """A worker's periodic round trip in one transaction: heartbeat (with its step),
+        the metrics buffered since the last tick, and the commands waiting for it."""
+        values: dict[str, Any] = {"heartbeat_at": now()}
+        if step is not None:
+            values["step"] = step
+        if total_steps is not None:
+            values["total_steps"] = total_steps
+        rows = self._metric_rows(stage_id, metrics)
+        with self.session() as s:
+            s.execute(update(m.StageRow).where(m.StageRow.id == stage_id).values(**values))
+            if rows:
+                s.connection().execute(insert(m.MetricRow.__table__), rows)
+            pending = s.scalars(
+                select(m.CommandRow)
+                .where(m.CommandRow.stage_id == stage_id, m.CommandRow.applied_at.is_(None))
+                .order_by(m.CommandRow.id)
+            ).all()
+            return [_command(c) for c in pending]
 
     def metric_names(self, stage_id: int) -> list[str]:
         with self.session() as s:

@@ -21,7 +21,7 @@ from backend.contract import Artifact, WiringError, artifact_from_dict, parse_so
 from storage import Store
 from storage import records as r
 
-HEARTBEAT_SECONDS = 2.0
+TICK_SECONDS = 0.5
 
 Setter = Callable[[Any], str]  # applies a parsed value, returns what it did
 
@@ -53,9 +53,16 @@ class StageContext:
         # Stage modules register how each declared live parameter is applied: {name: fn}.
         self.setters: dict[str, Setter] = {}
         self.params: dict[str, Any] = dict(stage.params)  # effective values
-        self._beating = True
-        self._beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
-        self._beat.start()
+        # The training thread never waits on the database: metrics are buffered and the step
+        # noted in memory; one background thread writes them, beats the heartbeat and fetches
+        # waiting commands in one transaction every TICK_SECONDS (bench/bench_recording.py).
+        self._lock = threading.Lock()
+        self._metrics: list[tuple[int, dict[str, float]]] = []
+        self._pending: list[r.Command] = []
+        self._seen_commands: set[int] = set()
+        self._closed = threading.Event()
+        self._io = threading.Thread(target=self._io_loop, daemon=True)
+        self._io.start()
 
     # -- inputs ----------------------------------------------------------------------------
     def input(self, name: str) -> Optional[Artifact]:
@@ -75,25 +82,43 @@ class StageContext:
         return artifact_from_dict(source.outputs[output])
 
     # -- reporting -------------------------------------------------------------------------
-    def _heartbeat_loop(self) -> None:
-        while self._beating:
-            try:
-                self.store.heartbeat(self.stage.id)
-            except Exception as exc:  # a busy database must not kill training
-                print(f"[worker] heartbeat failed: {exc}", file=sys.stderr, flush=True)
-            time.sleep(HEARTBEAT_SECONDS)
+    def _io_loop(self) -> None:
+        while not self._closed.wait(TICK_SECONDS):
+            self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            metrics, self._metrics = self._metrics, []
+            step, total = self.step, self.total_steps
+        try:
+            pending = self.store.stage_tick(self.stage.id, step, total, metrics)
+        except Exception as exc:  # a busy database must not kill training: retry next tick
+            with self._lock:
+                self._metrics[:0] = metrics
+            print(f"[worker] store round trip failed: {exc}", file=sys.stderr, flush=True)
+            return
+        with self._lock:
+            for cmd in pending:
+                if cmd.id not in self._seen_commands:
+                    self._seen_commands.add(cmd.id)
+                    self._pending.append(cmd)
 
     def close(self) -> None:
-        self._beating = False
+        """Stop the background thread and write what is still buffered (idempotent)."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._io.join()
+            self._tick()
 
     def progress(self, step: int, total_steps: Optional[int] = None) -> None:
-        self.step = step
-        if total_steps is not None:
-            self.total_steps = total_steps
-        self.store.heartbeat(self.stage.id, step=step, total_steps=self.total_steps)
+        with self._lock:
+            self.step = step
+            if total_steps is not None:
+                self.total_steps = total_steps
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
-        self.store.add_metrics(self.stage.id, step, values)
+        with self._lock:
+            self._metrics.append((step, dict(values)))
 
     def event(self, message: str, level: str = "info", step: Optional[int] = None) -> None:
         print(f"[{level}] {message}", flush=True)
@@ -108,9 +133,11 @@ class StageContext:
 
     # -- steering --------------------------------------------------------------------------
     def apply_commands(self, step: int) -> None:
-        """Apply pending commands at a step boundary. Blocks while paused."""
+        """Apply the commands fetched so far at a step boundary. Blocks while paused."""
         while True:
-            for cmd in self.store.pending_commands(self.stage.id):
+            with self._lock:
+                commands, self._pending = self._pending, []
+            for cmd in commands:
                 result, error = self._apply(cmd)
                 self.store.mark_command_applied(cmd.id, step, result, error)
                 payload = json.dumps(cmd.payload) if cmd.payload else ""
@@ -120,13 +147,14 @@ class StageContext:
                            step=step, level="warning" if error else "info")
             if not self.paused or self.stop_requested:
                 return
-            time.sleep(0.5)
+            time.sleep(TICK_SECONDS / 2)
 
     def _apply(self, cmd: r.Command) -> tuple[str, Optional[str]]:
         if cmd.kind == "pause":
             if not self.paused:
                 self.paused = True
-                self.store.transition(self.stage.id, [r.RUNNING], r.PAUSED)
+                # With the step it paused at (the tick may not have written it yet).
+                self.store.transition(self.stage.id, [r.RUNNING], r.PAUSED, step=self.step)
             return "paused", None
         if cmd.kind == "resume":
             if self.paused:

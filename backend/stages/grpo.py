@@ -69,7 +69,7 @@ class GRPOStageConfig(StageConfig):
 
     def validate(self) -> None:
         from backend.prompts import check_template
-        from backend.rewards import REWARD_FUNCTIONS
+        from backend.rewards import validate_reward_options
         from backend.steering import GRPO_PARAMS, SteeringError
 
         if self.steps < 1:
@@ -83,10 +83,10 @@ class GRPOStageConfig(StageConfig):
                 f"({self.num_generations}): each prompt's group of {self.num_generations} "
                 f"completions must fit in one step. Try batch_size="
                 f"{max(1, self.batch_size // self.num_generations) * self.num_generations}.")
-        unknown = [n for n in self.reward_funcs if n not in REWARD_FUNCTIONS]
-        if unknown or not self.reward_funcs:
-            raise ConfigError(f"unknown reward function(s) {unknown or '(none given)'}; "
-                              f"available: {', '.join(REWARD_FUNCTIONS)}")
+        try:  # names, and each reward's options (language, length budget), checked now
+            validate_reward_options(self.reward_funcs, self.reward_options())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} values but "
                               f"reward_funcs names {len(self.reward_funcs)} functions")
@@ -101,6 +101,10 @@ class GRPOStageConfig(StageConfig):
                 param.parse(getattr(self, param.name), self.to_dict())
             except SteeringError as exc:
                 raise ConfigError(str(exc)) from None
+
+    def reward_options(self) -> dict:
+        """Options the reward functions take from this config (backend.rewards)."""
+        return {"language": self.language, "cosine_max_len": self.max_completion_length}
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
         """The problems this stage trains on: the dataset setting, else the wired input, else
@@ -273,7 +277,7 @@ def run(ctx: StageContext) -> dict:
     from backend.evaluation import evaluate
     from backend.models import load_model
     from backend.prompts import resolve_format
-    from backend.rewards import REWARD_FUNCTIONS
+    from backend.rewards import build_reward_functions
     from backend.tasks.problem import Problem
 
     cfg = GRPOStageConfig.from_dict(ctx.config)
@@ -301,12 +305,13 @@ def run(ctx: StageContext) -> dict:
               f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}")
 
     trainer = _recording_trainer_class()(
-        model=model, reward_funcs=[REWARD_FUNCTIONS[name] for name in cfg.reward_funcs],
+        model=model, reward_funcs=build_reward_functions(cfg.reward_funcs, cfg.reward_options()),
         args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
     writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups else None
     trainer.on_groups = writer
     attach_trainer(ctx, trainer, grpo_setters(trainer))
 
+    trainer.add_callback(steer_metrics_callback(ctx, trainer))
     from transformers import TrainerCallback
 
     class QuickEval(TrainerCallback):
@@ -319,14 +324,6 @@ def run(ctx: StageContext) -> dict:
         def on_train_begin(self, args, state, control, **kw):
             if cfg.eval_every and state.global_step == 0:
                 self._eval(0)
-
-        def on_step_begin(self, args, state, control, **kw):
-            # The steerable values this step runs with, so the curves show where a live
-            # change took effect (commands apply between steps).
-            values = {"steer/temperature": trainer.temperature, "steer/beta": trainer.beta}
-            for name, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist()):
-                values[f"steer/weight/{name}"] = w
-            ctx.log_metrics(state.global_step + 1, values)
 
         def on_step_end(self, args, state, control, **kw):
             if cfg.eval_every and state.global_step % cfg.eval_every == 0:
@@ -352,6 +349,21 @@ def run(ctx: StageContext) -> dict:
               f"{report['think_rate']:.1%}")
     return {"model": ModelArtifact(path=str(final_dir), prompt_format=fmt.to_dict()),
             "problems": source}
+
+
+def steer_metrics_callback(ctx: StageContext, trainer):
+    """Logs the steerable values each step runs with (``steer/*``), so the curves show where a
+    live change took effect (commands apply between steps)."""
+    from transformers import TrainerCallback
+
+    class SteerMetrics(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            values = {"steer/temperature": trainer.temperature, "steer/beta": trainer.beta}
+            for name, w in zip(trainer.reward_func_names, trainer.reward_weights.tolist()):
+                values[f"steer/weight/{name}"] = w
+            ctx.log_metrics(state.global_step + 1, values)
+
+    return SteerMetrics()
 
 
 def set_logprob_temperature(trainer, temperature: float) -> None:
