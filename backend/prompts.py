@@ -83,10 +83,11 @@ def resolve_format(choice: str, tokenizer: Any) -> PromptFormat:
         return PromptFormat("plain", BARE)
     if choice != "auto":
         return PromptFormat("plain", choice)
+    # A chat template first: a model that carries one was tuned on it, whatever it can spell.
+    if getattr(tokenizer, "chat_template", None):
+        return PromptFormat("chat", R1_CHAT_INSTRUCTION)
     # A tokenizer that cannot spell "User" is the tiny character model: the bare problem.
     if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in tokenizer(
             "User", add_special_tokens=False)["input_ids"]:
         return PromptFormat("plain", BARE)
-    if getattr(tokenizer, "chat_template", None):
-        return PromptFormat("chat", R1_CHAT_INSTRUCTION)
     return PromptFormat("plain", R1_ZERO_TEMPLATE)
