@@ -602,15 +602,34 @@ class Store:
                               created_at=at)
             s.add(ds)
             s.flush()
-            if rows:
-                s.execute(insert(m.DatasetItemRow), [
-                    {"dataset_id": ds.id, "row_index": i, "prompt": row["prompt"],
-                     "completion": row.get("completion", ""), "answer": row.get("answer"),
-                     "source": row.get("source"), "status": row.get("status", "kept"),
-                     "meta_json": _dumps(row.get("meta", {})), "updated_at": at}
-                    for i, row in enumerate(rows)
-                ])
+            self._insert_rows(s, ds.id, 0, rows)
             return ds.id
+
+    def append_rows(self, dataset_id: int, rows: list[dict[str, Any]]) -> int:
+        """Add rows after the dataset's last one, in one transaction (a stage that writes its
+        output in chunks, so a resume continues without losing or repeating rows). Returns
+        the dataset's size afterwards."""
+        with self.session() as s:
+            if s.get(m.DatasetRow, dataset_id) is None:
+                raise KeyError(f"dataset {dataset_id} does not exist")
+            last = s.scalar(select(func.max(m.DatasetItemRow.row_index))
+                            .where(m.DatasetItemRow.dataset_id == dataset_id))
+            start = 0 if last is None else last + 1
+            self._insert_rows(s, dataset_id, start, rows)
+            return start + len(rows)
+
+    @staticmethod
+    def _insert_rows(s: Session, dataset_id: int, start: int, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        at = now()
+        s.execute(insert(m.DatasetItemRow), [
+            {"dataset_id": dataset_id, "row_index": start + i, "prompt": row["prompt"],
+             "completion": row.get("completion", ""), "answer": row.get("answer"),
+             "source": row.get("source"), "status": row.get("status", "kept"),
+             "meta_json": _dumps(row.get("meta", {})), "updated_at": at}
+            for i, row in enumerate(rows)
+        ])
 
     def datasets(self, run_id: Optional[int] = None) -> list[r.Dataset]:
         query = (select(m.DatasetRow, func.count(m.DatasetItemRow.id))
