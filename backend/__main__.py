@@ -1,6 +1,8 @@
 """Headless CLI: the same operations the UI uses.
 
     python -m backend run --recipe pretrain-base --preset tiny --wait
+    python -m backend clone RUN_ID [--set key=value] [--name N] [--wait]
+    python -m backend rerun STAGE_ID --set key=value     # fix a failed stage's config, run it again
     python -m backend status RUN_ID --json
     python -m backend pause|resume|stop|checkpoint STAGE_ID
     python -m backend set STAGE_ID key=value ... [--yes]
@@ -36,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value (kind.key=value for one stage kind)")
     sp.add_argument("--wait", action="store_true", help="block until the pipeline ends")
+    sp = verb("clone", "start a new run with the configs of an earlier one")
+    sp.add_argument("run_id", type=int)
+    sp.add_argument("--name", default=None)
+    sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--wait", action="store_true", help="block until the pipeline ends")
+    sp = verb("rerun", "change a failed/stopped stage's config and run it again")
+    sp.add_argument("stage_id", type=int)
+    sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    required=True)
     sp = verb("status", "a run's status")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--json", action="store_true")
@@ -124,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             run = wb.create_run(args.recipe, args.preset, parse_sets(args.sets), name=args.name)
             print(run.id, flush=True)
             return _wait(wb, run.id) if args.wait else 0
+        if args.verb == "clone":
+            run = wb.clone_run(args.run_id, parse_sets(args.sets), name=args.name)
+            print(run.id, flush=True)
+            return _wait(wb, run.id) if args.wait else 0
+        if args.verb == "rerun":
+            print(wb.rerun_stage(args.stage_id, parse_sets(args.sets)))
+            return 0
         if args.verb == "status":
             status = wb.run_status(args.run_id)
             if args.json:

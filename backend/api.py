@@ -76,6 +76,42 @@ class Workbench:
             runner.start_pipeline(self.store, run.id)
         return self.get_run(run.id)
 
+    def clone_run(self, run_id: int, sets: Optional[dict] = None, name: Optional[str] = None,
+                  stage_configs: Optional[list[dict]] = None, start: bool = True) -> r.Run:
+        """A new run with the same stages and configs as ``run_id`` (any state), with
+        ``stage_configs`` / ``sets`` on top, validated like a new run."""
+        old = self.get_run(run_id)
+        specs = [r.StageSpec(kind=s.kind, name=s.name, config=dict(s.config), key=s.key,
+                             inputs=dict(s.inputs)) for s in old.stages]
+        if stage_configs is not None:
+            for spec, values in zip(specs, stage_configs):
+                spec.config = dict(values)
+        specs = recipes.apply_sets(specs, sets or {}, f"run {run_id}")
+        self.store.check_writable()
+        run = self.store.create_run(name or f"{old.name} (clone of #{run_id})", old.recipe,
+                                    old.preset, {"sets": sets or {}, "cloned_from": run_id},
+                                    specs)
+        if start:
+            runner.start_pipeline(self.store, run.id)
+        return self.get_run(run.id)
+
+    def rerun_stage(self, stage_id: int, sets: dict[str, Any]) -> str:
+        """Correct a failed / stopped / interrupted stage's config and run it again from its
+        last checkpoint (or its start). The new config is validated first."""
+        stage = self.get_stage(stage_id)
+        if stage.status not in r.RESUMABLE_STATES:
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a failed, stopped or "
+                                 f"interrupted stage can be re-run with a new config")
+        run = self.store.get_run(stage.run_id)
+        specs = [r.StageSpec(kind=s.kind, name=s.name, config=dict(s.config), key=s.key,
+                             inputs=dict(s.inputs)) for s in run.stages]
+        scoped = {(k if "." in k else f"{stage.key}.{k}"): v for k, v in sets.items()}
+        specs = recipes.apply_sets(specs, scoped, f"stage {stage_id}")
+        self.store.update_stage(stage_id, config=specs[stage.position].config)
+        self.store.add_event(stage.run_id, f"stage {stage_id} config changed: " + ", ".join(
+            f"{k}={v}" for k, v in sets.items()), stage_id=stage_id)
+        return self.resume(stage_id)
+
     def list_runs(self) -> list[r.Run]:
         runner.reap(self.store)
         return self.store.list_runs()

@@ -91,18 +91,27 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any]) -> list[StageSp
         raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    kinds = [stage.kind for stage in RECIPES[recipe].stages]
-    used: set[str] = set()
     specs = []
     for stage in RECIPES[recipe].stages:
-        kind = stage.kind
-        cls = STAGE_CONFIGS[kind]
-        values = dict(cls().to_dict())
-        values.update(PRESETS[preset].get(kind, {}))
-        fields = set(values)
+        values = dict(STAGE_CONFIGS[stage.kind]().to_dict())
+        values.update(PRESETS[preset].get(stage.kind, {}))
+        specs.append(StageSpec(kind=stage.kind, name=stage.name, config=values, key=stage.key,
+                               inputs=dict(stage.inputs)))
+    return apply_sets(specs, sets, f"recipe {recipe!r}")
+
+
+def apply_sets(specs: list[StageSpec], sets: dict[str, Any], what: str) -> list[StageSpec]:
+    """Override settings (``key``, ``kind.key`` or ``stagekey.key``), validate every stage's
+    config and the wiring; returns new specs or raises ConfigError saying what to fix."""
+    used: set[str] = set()
+    out = []
+    for spec in specs:
+        cls = STAGE_CONFIGS[spec.kind]
+        values = dict(spec.config)
+        fields = {f for f in cls().to_dict()}
         for key, value in sets.items():
-            target_kind, _, field_name = key.rpartition(".")
-            if target_kind and target_kind not in (kind, stage.key):
+            target, _, field_name = key.rpartition(".")
+            if target and target not in (spec.kind, spec.key):
                 continue
             if field_name in fields:
                 values[field_name] = value
@@ -110,16 +119,17 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any]) -> list[StageSp
         try:
             config = cls.from_dict(values).to_dict()
         except ConfigError as exc:
-            raise ConfigError(f"{kind} stage: {exc}") from exc
-        specs.append(StageSpec(kind=kind, name=stage.name, config=config, key=stage.key,
-                               inputs=dict(stage.inputs)))
+            raise ConfigError(f"{spec.kind} stage: {exc}") from exc
+        out.append(StageSpec(kind=spec.kind, name=spec.name, config=config, key=spec.key,
+                             inputs=dict(spec.inputs)))
     unused = sorted(set(sets) - used)
     if unused:
+        kinds = [s.kind for s in specs]
         known = sorted({f for kind in kinds for f in STAGE_CONFIGS[kind]().to_dict()})
-        raise ConfigError(f"setting(s) {', '.join(unused)} match no stage of recipe {recipe!r} "
+        raise ConfigError(f"setting(s) {', '.join(unused)} match no stage of {what} "
                           f"(stages: {', '.join(kinds)}); known settings: {', '.join(known)}")
-    check_specs(specs)
-    return specs
+    check_specs(out)
+    return out
 
 
 def check_specs(specs: list[StageSpec]) -> None:

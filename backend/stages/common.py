@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import typing
 from dataclasses import dataclass, field
@@ -82,6 +83,55 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name}={value!r} is not a valid {getattr(base, '__name__', base)}")
     return value
+
+
+def _hub_allowed() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True", "YES", "yes")
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(value))
+
+
+def check_model_path(name: str, value: str) -> None:
+    """A model setting must name a model folder that exists (or a hub id, where the hub is
+    allowed): checked when the run is created, not minutes later in the worker."""
+    if not value:
+        return
+    path = os.path.expanduser(value)
+    if _looks_local(value):
+        if not os.path.isdir(path):
+            raise ConfigError(f"{name}: {value} does not exist; give an HF model folder (with "
+                              f"config.json)")
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise ConfigError(f"{name}: {value} is not a model folder (no config.json)")
+    elif not _hub_allowed():
+        raise ConfigError(f"{name}: {value!r} is neither a local folder nor reachable: the "
+                          f"hub is off (offline by default); use a local path, or set "
+                          f"R1WB_ALLOW_HUB=1 where there is network")
+
+
+def check_data_path(name: str, value: str) -> None:
+    """A dataset setting must name a file or folder that exists (or a hub dataset id, where
+    the hub is allowed)."""
+    if not value:
+        return
+    if _looks_local(value) or "/" not in value.strip("/") or value.count("/") > 1 \
+            or value.lower().endswith((".jsonl", ".json", ".parquet", ".csv")):
+        if not os.path.exists(os.path.expanduser(value)):
+            raise ConfigError(f"{name}: {value} does not exist; give a jsonl / json / parquet "
+                              f"/ csv file or a dataset folder")
+    elif not _hub_allowed():
+        raise ConfigError(f"{name}: {value!r} is not a local file or folder and the hub is "
+                          f"off (offline by default); set R1WB_ALLOW_HUB=1 where there is "
+                          f"network")
+
+
+def check_positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 def seed_everything(seed: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 from backend.contract import Artifact, WiringError, artifact_from_dict, parse_source
 from storage import Store
 from storage import records as r
+from storage.store import now
 
 TICK_SECONDS = 0.5
 
@@ -61,6 +62,7 @@ class StageContext:
         self._pending: list[r.Command] = []
         self._seen_commands: set[int] = set()
         self._closed = threading.Event()
+        self._clock_started = False
         self._io = threading.Thread(target=self._io_loop, daemon=True)
         self._io.start()
 
@@ -111,6 +113,13 @@ class StageContext:
             self._tick()
 
     def progress(self, step: int, total_steps: Optional[int] = None) -> None:
+        if not self._clock_started:
+            # The attempt's clock starts at its first progress report, after setup (loading,
+            # tokenising): ETAs count work steps only (backend/progress.py).
+            self._clock_started = True
+            self.store.update_stage(self.stage.id, attempt_started_at=now(),
+                                    attempt_started_step=step, step=step,
+                                    **({"total_steps": total_steps} if total_steps else {}))
         with self._lock:
             self.step = step
             if total_steps is not None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.contract import EvalResults, ProblemSource
-from backend.stages.common import ConfigError, StageConfig, seed_everything
+from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_positive,
+                                   seed_everything)
 from backend.stages.context import StageContext
 
 
@@ -30,8 +31,8 @@ class EvaluateConfig(StageConfig):
     answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
 
     def validate(self) -> None:
-        if self.eval_problems < 1 or self.k < 1:
-            raise ConfigError("eval_problems and k must be at least 1")
+        check_positive(self, "eval_problems", "k", "max_new_tokens")
+        check_data_path("dataset", self.dataset)
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0 for the k sampled answers")
 
@@ -54,6 +55,10 @@ def run(ctx: StageContext) -> dict:
     heldout = source.heldout(cfg.eval_problems)
     described = {**source.describe(), "problems": len(heldout), "k": cfg.k,
                  "temperature": cfg.temperature}
+    # "auto" says little: record the format(s) the answers were actually read as.
+    detected = sorted({p.meta.get("answer_format") for p in heldout} - {None})
+    if detected:
+        described["answer_format"] = ",".join(detected)
     ctx.event(f"evaluating {', '.join(models)} on {len(heldout)} problems of "
               f"{described['dataset']} ({described['split']})")
     fmt = final.format  # both models are prompted as the trained one learned

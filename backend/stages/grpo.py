@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import ModelArtifact, ProblemSource
-from backend.stages.common import ConfigError, StageConfig, seed_everything, trainer_args
+from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
+                                   check_positive, seed_everything, trainer_args)
 from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 
@@ -72,8 +73,14 @@ class GRPOStageConfig(StageConfig):
         from backend.rewards import validate_reward_options
         from backend.steering import GRPO_PARAMS, SteeringError
 
-        if self.steps < 1:
-            raise ConfigError("steps must be at least 1")
+        check_positive(self, "steps", "batch_size", "max_completion_length", "save_steps",
+                       "eval_problems")
+        check_model_path("model_path", self.model_path)
+        check_data_path("dataset", self.dataset)
+        if self.answer_format not in ("auto", "gsm8k", "boxed", "plain"):
+            raise ConfigError("answer_format must be auto, gsm8k, boxed or plain")
+        if self.eval_every < 0:
+            raise ConfigError("eval_every must be 0 (off) or a positive number of steps")
         if self.num_generations < 2:
             raise ConfigError("num_generations (the group size) must be at least 2: GRPO "
                               "compares completions within a group")

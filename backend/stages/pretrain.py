@@ -18,7 +18,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 
 from backend.contract import ModelArtifact, ProblemSource
-from backend.stages.common import StageConfig, seed_everything, trainer_args
+from backend.stages.common import StageConfig, check_positive, seed_everything, trainer_args
 from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 
@@ -46,8 +46,10 @@ class PretrainConfig(StageConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be at least 1")
+        check_positive(self, "steps", "batch_size", "learning_rate", "save_steps",
+                       "eval_problems", "max_new_tokens")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio between 0 and 1")
         if not 0 <= self.think_share + self.answer_share <= 1:
             raise ValueError("think_share + answer_share must be between 0 and 1")
         head_dim = self.hidden_size / self.num_heads

@@ -10,6 +10,7 @@ the pre-training corpus never contain a held-out pair.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -112,3 +113,115 @@ class AdditionTask:
                 completion = str(a + b)
             texts.append(f"{a}+{b}={completion}")
         return texts
+
+
+# ----------------------------------------------------------------------------- non-reasoning
+def non_reasoning_examples(n: int, seed: int, min_digits: int = 1,
+                           max_digits: int = 3) -> list[dict]:
+    """The tiny preset's *non-reasoning* data (R1 mixes ~200k such samples into its SFT data):
+    a second task family, subtraction ``a-b=`` with ``a >= b``, answered directly with
+    ``<answer>a-b</answer>`` and no ``<think>``, the way R1 answers a simple query without a
+    chain of thought. Only characters of the tiny vocabulary are used.
+
+    Rows ``{prompt, completion, answer}``. The list is prefix-stable (the first ``k`` rows are
+    the same for every ``n >= k``), so a resumed stage can continue where it stopped.
+    """
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits, heldout_size=1)
+    rng, rows = random.Random(seed + 31), []
+    for _ in range(n):
+        a, b = task._draw(rng)
+        a, b = max(a, b), min(a, b)
+        rows.append({"prompt": f"{a}-{b}=", "completion": f"{ANSWER_OPEN}{a - b}{ANSWER_CLOSE}",
+                     "answer": str(a - b)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- judge texts
+@dataclass(frozen=True)
+class JudgeExample:
+    """One verdict a judge should give: the ``candidate`` completion answers ``question`` with
+    ``reference`` as the right answer; ``verdict`` is the rule check's (``is_correct``)."""
+
+    question: str
+    reference: str
+    candidate: str
+    verdict: bool
+    kind: str  # how the candidate was made (for per-kind accuracy)
+
+
+def _wrong_number(value: int, rng: random.Random) -> int:
+    """A plausible wrong sum: off by one, by ten, a dropped or an extra digit, digits swapped."""
+    text = str(value)
+    choice = rng.randrange(5)
+    if choice == 0:
+        wrong = value + rng.choice((-1, 1))
+    elif choice == 1:
+        wrong = value + rng.choice((-10, 10))
+    elif choice == 2 and len(text) > 1:
+        i = rng.randrange(len(text))
+        wrong = int(text[:i] + text[i + 1:])
+    elif choice == 3:
+        i = rng.randrange(len(text) + 1)
+        wrong = int(text[:i] + str(rng.randrange(10)) + text[i:])
+    else:
+        digits = list(text)
+        if len(digits) > 1:
+            i = rng.randrange(len(digits) - 1)
+            digits[i], digits[i + 1] = digits[i + 1], digits[i]
+        wrong = int("".join(digits))
+    if wrong == value or wrong < 0:
+        wrong = value + 1
+    return wrong
+
+
+def judge_candidate(a: int, b: int, rng: random.Random) -> tuple[str, str]:
+    """A candidate completion for ``a+b=`` and what kind it is, drawn so that about half are
+    right: the worked solution with the right answer; the answer alone; a wrong final answer
+    after a correct thought; a thought that slipped (a wrong operand) carried to its wrong
+    answer; a cut-off completion; a bare number with no answer tag."""
+    s = a + b
+    u = rng.random()
+    if u < 0.35:
+        return full_completion(a, b), "right"
+    if u < 0.5:
+        return f"{ANSWER_OPEN}{s}{ANSWER_CLOSE}", "right_answer_only"
+    if u < 0.65:
+        wrong = _wrong_number(s, rng)
+        return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{ANSWER_OPEN}{wrong}"
+                f"{ANSWER_CLOSE}"), "wrong_answer"
+    if u < 0.8:
+        slipped = _wrong_number(b, rng)
+        return full_completion(a, slipped), "wrong_thought"
+    if u < 0.9:
+        # Cut between tokens (a tag is one token of the tiny vocabulary), never inside a tag.
+        tokens = re.findall(r"</?think>|</?answer>|.", full_completion(a, b))
+        return "".join(tokens[:rng.randrange(1, len(tokens) - 1)]), "cut_off"
+    return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{s}" if rng.random() < 0.5
+            else str(s)), "untagged"
+
+
+def judge_examples(n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
+                   heldout: bool = False) -> list[JudgeExample]:
+    """``n`` verdicts for training (or, with ``heldout``, evaluating) a tiny generative judge.
+
+    Questions come from the addition task's training pairs, or from its held-out pairs when
+    ``heldout`` (so a judge is measured on questions it never saw). The verdict is the rule
+    check's own (``backend.rewards.is_correct``): in the tiny world the judge learns to read
+    a completion's final answer and compare it with the reference, what an LLM judge does for
+    answers a rule cannot parse.
+    """
+    from backend.rewards.accuracy import is_correct
+
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits)
+    rng = random.Random(seed + 97)
+    if heldout:
+        pairs = task._heldout_pairs
+        pairs = [pairs[rng.randrange(len(pairs))] for _ in range(n)]
+    else:
+        pairs = task.train_pairs(n, seed=seed + 98)
+    out = []
+    for a, b in pairs:
+        candidate, kind = judge_candidate(a, b, rng)
+        out.append(JudgeExample(question=f"{a}+{b}=", reference=str(a + b), candidate=candidate,
+                                verdict=bool(is_correct(candidate, str(a + b))), kind=kind))
+    return out

@@ -93,6 +93,11 @@ def _check_answer_format(answer_format: str) -> None:
         )
 
 
+def detect_answer_format(text: str) -> str:
+    """What ``answer_format="auto"`` reads a raw answer as: gsm8k, boxed or plain."""
+    return "gsm8k" if "####" in text else "boxed" if "\\boxed{" in text else "plain"
+
+
 def normalize_answer(value: Any, answer_format: str = "auto") -> tuple[str, str | None]:
     """``(final answer, full solution or None)`` for one raw answer value.
 
@@ -103,9 +108,7 @@ def normalize_answer(value: Any, answer_format: str = "auto") -> tuple[str, str 
     """
     _check_answer_format(answer_format)
     text = value if isinstance(value, str) else str(value)
-    fmt = answer_format
-    if fmt == "auto":
-        fmt = "gsm8k" if "####" in text else "boxed" if "\\boxed{" in text else "plain"
+    fmt = detect_answer_format(text) if answer_format == "auto" else answer_format
     if fmt == "plain":
         return text.strip(), None
     if fmt == "gsm8k":
@@ -632,6 +635,8 @@ def load_problems(
         if not answer:
             raise DatasetError(f"{where}: the answer ({answer_column!r}) is empty after extraction from {raw!r}")
         meta = {c: rows[c][i] for c in extra if _json_scalar(rows[c][i])}
+        meta["answer_format"] = (detect_answer_format(raw if isinstance(raw, str) else str(raw))
+                                 if answer_format == "auto" else answer_format)
         if solution is not None:
             meta["solution"] = solution
         problems.append(Problem(prompt=prompt, answer=answer, meta=meta))

@@ -67,11 +67,12 @@ def test_missing_column(wb_with_other_run, tiny_model_dir, tmp_path):
     assert _snapshot(wb, other) == before
 
 
-def test_model_path_that_does_not_exist(wb_with_other_run, tmp_path):
+def test_model_path_that_does_not_exist_is_refused_at_creation(wb_with_other_run, tmp_path):
     wb, other = wb_with_other_run
     before = _snapshot(wb, other)
-    error = _run_grpo(wb, str(tmp_path / "no_such_model")).splitlines()[0]
-    assert "does not exist" in error and "no_such_model" in error
+    with pytest.raises(ConfigError, match="no_such_model does not exist"):
+        wb.create_run("r1-zero", "smoke", {"grpo.model_path": str(tmp_path / "no_such_model")})
+    assert [r.name for r in wb.list_runs()] == ["keep me"]
     assert _snapshot(wb, other) == before
 
 
@@ -86,6 +87,14 @@ def test_model_path_that_does_not_exist(wb_with_other_run, tmp_path):
     ({"pretrain.hidden_size": "64", "pretrain.num_heads": "4"}, "use 32 or 64"),
     # not a number
     ({"grpo.steps": "many"}, "not a valid int"),
+    # a dataset path that does not exist
+    ({"grpo.dataset": "/no/such/data.jsonl"}, "/no/such/data.jsonl does not exist"),
+    # numbers out of range
+    ({"grpo.learning_rate": "-1e-4"}, "learning_rate=-0.0001 is out of range"),
+    ({"grpo.temperature": "0"}, "temperature=0 is out of range"),
+    ({"evaluate.k": "0"}, "k must be > 0"),
+    # reward options checked now, not in a training step
+    ({"grpo.language": "xx"}, "language_consistency supports en, zh"),
 ])
 def test_config_that_cannot_work_is_refused(wb_with_other_run, sets, expected):
     wb, other = wb_with_other_run
