@@ -14,7 +14,7 @@ from typing import Sequence
 
 from backend.generation import generate
 from backend.rewards.accuracy import answers_match
-from backend.rewards.extract import extract_answer
+from backend.rewards.extract import THINK_CLOSE, THINK_OPEN, extract_answer
 from backend.rewards.format import format as format_reward
 from backend.tasks.problem import Problem
 
@@ -146,7 +146,7 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
             lenient_pass1 += sum(lenient) / len(outs)
             pass_k += pass_at_k(len(outs), n_correct, k)
         cons += majority_correct
-        think += sum("<think>" in text and "</think>" in text for text in outs)
+        think += sum(THINK_OPEN in text and THINK_CLOSE in text for text in outs)
         tagged += sum(a is not None for a in extracted)
         formatted += sum(f == 1.0 for f in formats)
         total_chars += sum(len(text) for text in outs)

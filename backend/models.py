@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.rewards.extract import FORMAT_TAGS
+
 # Character vocabulary of the addition task. The four tags are single *ordinary* tokens (not
 # special ones) so that TRL's decoding with skip_special_tokens=True keeps them in the text.
-TAGS = ["<think>", "</think>", "<answer>", "</answer>"]
+TAGS = list(FORMAT_TAGS)
 CHARS = list("0123456789+-*=,")
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 

@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+from backend.rewards.extract import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from backend.tasks.problem import Problem
-
-THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
 
 
 def worked_solution(a: int, b: int) -> str:
