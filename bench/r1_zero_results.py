@@ -122,7 +122,7 @@ Targets from the issue: >= +50 points greedy pass@1 on >= 200 held-out problems
 `<think>` in >= 95% of completions ({final['think_rate']:.1%} measured); mean completion length
 rising ({first:.1f} -> {last:.1f}).
 
-Caveat (also seen in `shared/TINY_PRESET.md`): within minutes most of the gain comes from the
+Caveat: within minutes most of the gain comes from the
 model switching into its `<think>` mode on every problem, not from better reasoning inside it.
 """
     out = DOCS / "results.md"
