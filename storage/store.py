@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, NamedTuple, Optional
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
@@ -103,6 +103,18 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # last transactions) and several times faster than FULL for many small commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+class StageVersion(NamedTuple):
+    """A stage's change counters (``Store.stage_version``): equal versions, same data shown."""
+
+    status: str
+    step: int
+    metric_rows: int  # metric rows recorded (a purge on resume changes it too)
+    group_step: Optional[int]  # newest step with recorded groups
+    commands: int  # steering commands requested
+    commands_applied: int  # ... of which the worker applied (or dropped)
+    event_id: Optional[int]  # newest event of the stage's run
 
 
 class Store:
@@ -294,6 +306,31 @@ class Store:
                 select(m.StageRow).where(m.StageRow.status.in_(r.ACTIVE_STATES))
             ).all()
             return [_stage(row) for row in rows]
+
+    def stage_version(self, stage_id: int) -> "StageVersion":
+        """What a page watching a stage compares between refreshes to learn whether anything
+        it shows changed: one statement of index probes and one count over the stage's range
+        of the metrics index (about 1 ms for a 250-step stage, 20-30 ms for a 10,000-step
+        stage's 200,000 metric rows)."""
+        t_metrics, t_groups = m.MetricRow.__table__, m.GroupRow.__table__
+        t_commands, t_events = m.CommandRow.__table__, m.EventRow.__table__
+        stage = m.StageRow.__table__
+        query = select(
+            stage.c.status, stage.c.step,
+            select(func.count()).where(t_metrics.c.stage_id == stage_id).scalar_subquery(),
+            select(func.max(t_groups.c.step)).where(t_groups.c.stage_id == stage_id)
+            .scalar_subquery(),
+            select(func.count()).where(t_commands.c.stage_id == stage_id).scalar_subquery(),
+            select(func.count(t_commands.c.applied_at)).where(t_commands.c.stage_id == stage_id)
+            .scalar_subquery(),
+            select(func.max(t_events.c.id)).where(t_events.c.run_id == stage.c.run_id)
+            .scalar_subquery(),
+        ).where(stage.c.id == stage_id)
+        with self.session() as s:
+            row = s.connection().execute(query).first()
+        if row is None:
+            raise KeyError(f"stage {stage_id} does not exist")
+        return StageVersion(*row)
 
     # ------------------------------------------------------------------ metrics
     @staticmethod
