@@ -151,6 +151,16 @@ class DatasetRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(64))  # e.g. "rejection", "cold_start", "distill"
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    # Marked ready by a person when review is done: an SFT stage wired to this dataset waits
+    # for it, then freezes a snapshot of the accepted rows.
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    ready_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    ready_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    # A dataset imported back after an export is a new version of the one it came from.
+    parent_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), nullable=True
+    )
+    origin: Mapped[Optional[str]] = mapped_column(Text, nullable=True)  # e.g. the imported file
 
 
 class DatasetItemRow(Base):
@@ -163,11 +173,37 @@ class DatasetItemRow(Base):
     completion: Mapped[str] = mapped_column(Text)
     answer: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     source: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
-    status: Mapped[str] = mapped_column(String(32), default="kept")  # kept | rejected
+    status: Mapped[str] = mapped_column(String(32), default="pending")  # pending|accepted|rejected
     meta_json: Mapped[str] = mapped_column(Text, default="{}")
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # Bumped by every change (edit, status, undo): a save that names an older version was
+    # made on stale text (another browser tab saved first) and is refused.
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (Index("ix_dataset_rows_ds", "dataset_id", "row_index"),)
+    __table_args__ = (
+        Index("ix_dataset_rows_ds", "dataset_id", "row_index"),
+        # The review queues (pending / accepted / rejected) are counted and listed by status.
+        Index("ix_dataset_rows_status", "dataset_id", "status"),
+    )
+
+
+class CurationActionRow(Base):
+    """One curation action (an edit, an accept / reject, a bulk change by filter, an undo of
+    nothing else): who did it and when. Its row edits are undone together."""
+
+    __tablename__ = "curation_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"),
+                                            index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # edit | status | bulk
+    description: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    rows: Mapped[int] = mapped_column(Integer, default=0)  # rows it changed
+    undone: Mapped[bool] = mapped_column(Boolean, default=False)
+    undone_at: Mapped[Optional[datetime]] = mapped_column(DateTime, nullable=True)
+    undone_by: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
 
 
 class RowEditRow(Base):
@@ -182,6 +218,45 @@ class RowEditRow(Base):
     new_value: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime)
     undone: Mapped[bool] = mapped_column(Boolean, default=False)
+    author: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    action_id: Mapped[int] = mapped_column(
+        ForeignKey("curation_actions.id", ondelete="CASCADE"), index=True
+    )
+
+
+class DatasetSnapshotRow(Base):
+    """An immutable copy of the rows a stage trained on: later edits never reach it."""
+
+    __tablename__ = "dataset_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"),
+                                            index=True)
+    stage_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("stages.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # sha256 of the canonical JSON of the rows (storage.store.content_hash).
+    content_hash: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SnapshotItemRow(Base):
+    __tablename__ = "snapshot_rows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_snapshots.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    # The curated row it was copied from (no foreign key: the copy outlives any change there).
+    row_id: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    completion: Mapped[str] = mapped_column(Text)
+    answer: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    source: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    meta_json: Mapped[str] = mapped_column(Text, default="{}")
+
+    __table_args__ = (Index("ix_snapshot_rows_pos", "snapshot_id", "position"),)
 
 
 class CheckpointRow(Base):

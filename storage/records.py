@@ -9,7 +9,10 @@ from typing import Any, Optional
 QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, STOPPED, INTERRUPTED = (
     "queued", "running", "paused", "completed", "failed", "stopped", "interrupted"
 )
-ACTIVE_STATES = (RUNNING, PAUSED)
+# A live worker that waits for a person (an SFT stage until its dataset is marked ready). It
+# heartbeats like a running one, so the reaper and the runner treat it as alive, not stalled.
+WAITING = "waiting"
+ACTIVE_STATES = (RUNNING, PAUSED, WAITING)
 TERMINAL_STATES = (COMPLETED, FAILED, STOPPED, INTERRUPTED)
 RESUMABLE_STATES = (STOPPED, INTERRUPTED, FAILED)
 
@@ -71,7 +74,7 @@ class Run:
         states = [s.status for s in self.stages]
         if not states:
             return QUEUED
-        for state in (FAILED, INTERRUPTED, STOPPED, RUNNING, PAUSED):
+        for state in (FAILED, INTERRUPTED, STOPPED, RUNNING, PAUSED, WAITING):
             if state in states:
                 return state
         if all(s == COMPLETED for s in states):
@@ -148,6 +151,13 @@ class Event:
     at: datetime
 
 
+# Review queues of a curated row. "edited" is not stored: a row is edited while one of its
+# text edits (prompt, completion, answer) is not undone, whatever its status.
+PENDING, ACCEPTED, REJECTED, EDITED = "pending", "accepted", "rejected", "edited"
+ROW_STATUSES = (PENDING, ACCEPTED, REJECTED)
+TEXT_FIELDS = ("prompt", "completion", "answer")
+
+
 @dataclass
 class Dataset:
     id: int
@@ -157,6 +167,11 @@ class Dataset:
     kind: str
     created_at: datetime
     size: int = 0
+    ready: bool = False
+    ready_at: Optional[datetime] = None
+    ready_by: Optional[str] = None
+    parent_id: Optional[int] = None  # the dataset this one is a new version of (an import)
+    origin: Optional[str] = None  # where its rows came from, e.g. the imported file
 
 
 @dataclass
@@ -171,3 +186,83 @@ class CuratedRow:
     status: str
     meta: dict[str, Any]
     updated_at: datetime
+    version: int = 1  # bumped by every change; edits name the version they were made on
+    edited: bool = False  # a text edit that is not undone
+
+
+@dataclass
+class RowFilter:
+    """Which rows of a dataset: every given condition must hold (all None = every row).
+
+    ``meta`` and ``ranges`` name provenance fields; a dotted name reaches into a nested dict
+    (``rule_scores.accuracy``). ``ranges`` are inclusive, either end may be None. ``search``
+    is a case-insensitive keyword in the prompt, completion or answer. ``status`` may be
+    "edited" (the derived queue) or a list of statuses."""
+
+    status: Optional[Any] = None  # str or list[str]
+    source: Optional[str] = None
+    prompt: Optional[str] = None  # exact prompt: all candidates of one question
+    search: Optional[str] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, tuple[Optional[float], Optional[float]]] = field(default_factory=dict)
+    row_ids: Optional[list[int]] = None
+
+    def statuses(self) -> list[str]:
+        if self.status is None:
+            return []
+        return [self.status] if isinstance(self.status, str) else list(self.status)
+
+
+@dataclass
+class RowEdit:
+    """One field change of one row, with the old value (so undo is exact)."""
+
+    id: int
+    row_id: int
+    row_index: int
+    field: str
+    old: Optional[str]
+    new: Optional[str]
+    at: datetime
+    author: Optional[str]
+    undone: bool
+    action_id: int
+
+
+@dataclass
+class CurationAction:
+    """One curation action (possibly many row edits, undone as one unit)."""
+
+    id: int
+    dataset_id: int
+    kind: str  # edit | status | bulk
+    description: str
+    author: Optional[str]
+    at: datetime
+    rows: int
+    undone: bool
+    undone_at: Optional[datetime] = None
+    undone_by: Optional[str] = None
+
+
+@dataclass
+class Snapshot:
+    """An immutable copy of a dataset's accepted rows, frozen when a stage started on them."""
+
+    id: int
+    dataset_id: int
+    stage_id: Optional[int]
+    content_hash: str
+    size: int
+    created_at: datetime
+
+
+@dataclass
+class SnapshotRow:
+    position: int
+    row_id: Optional[int]  # the curated row it was copied from
+    prompt: str
+    completion: str
+    answer: Optional[str]
+    source: Optional[str]
+    meta: dict[str, Any]

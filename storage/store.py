@@ -11,6 +11,8 @@ applied automatically when a Store opens a database.
 """
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -18,7 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, Optional
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    create_engine, delete, event, func, insert, or_, select, text, update,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +37,89 @@ DEFAULT_HOME = Path(__file__).resolve().parent.parent / "workbench_data"
 
 class StoreError(RuntimeError):
     """A problem with the database itself, worded so a user knows what to fix."""
+
+
+class EditConflict(StoreError):
+    """A save made on an older version of a row: someone else saved first (another tab, the
+    CLI). Carries the row as it is now, so the newer text can be shown; nothing was written."""
+
+    def __init__(self, current: r.CuratedRow, field: str, expected_version: int):
+        self.current = current
+        self.field = field
+        self.expected_version = expected_version
+        newer = getattr(current, field, None)
+        super().__init__(
+            f"row {current.row_index} was changed by someone else after you opened it (you "
+            f"edited version {expected_version}, it is now version {current.version}); your "
+            f"save was refused so their change is not overwritten. Its {field} now reads: "
+            f"{newer!r}")
+
+    @property
+    def newer_value(self) -> Any:
+        return getattr(self.current, self.field, None)
+
+
+def default_author() -> str:
+    """Who a curation change is recorded for when no name is given: the OS user."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in the environment (some containers)
+        return "unknown"
+
+
+def content_hash(rows: list[dict[str, Any]]) -> str:
+    """sha256 of the canonical JSON of rows (sorted keys, no spaces, UTF-8): the same rows
+    give the same hash on any machine, a changed character gives another."""
+    canonical = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_MISSING = object()
+# Rows written by versions before the review queues said "kept" for accepted.
+_LEGACY_STATUS = {"kept": r.ACCEPTED}
+
+
+def meta_value(meta: dict[str, Any], key: str) -> Any:
+    """A provenance field; a dotted key reaches into nested dicts (``rule_scores.accuracy``).
+    Returns ``_MISSING`` when absent."""
+    if key in meta:
+        return meta[key]
+    value: Any = meta
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    """Filter values typed on a command line arrive as text: "1", "true", "0.5" compare as
+    the numbers / booleans they spell."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return value
+
+
+def meta_matches(meta: dict[str, Any], flt: r.RowFilter) -> bool:
+    for key, wanted in flt.meta.items():
+        actual = meta_value(meta, key)
+        if actual is _MISSING:
+            return False
+        options = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+        if _scalar(actual) not in [_scalar(w) for w in options]:
+            return False
+    for key, (low, high) in flt.ranges.items():
+        actual = _scalar(meta_value(meta, key))
+        if isinstance(actual, bool) or not isinstance(actual, (int, float)):
+            return False
+        if (low is not None and actual < low) or (high is not None and actual > high):
+            return False
+    return True
 
 
 def data_home() -> Path:
@@ -83,12 +170,24 @@ def _command(row: m.CommandRow) -> r.Command:
     )
 
 
-def _curated(row: m.DatasetItemRow) -> r.CuratedRow:
+def _curated(row: m.DatasetItemRow, edited: bool = False) -> r.CuratedRow:
     return r.CuratedRow(
         id=row.id, dataset_id=row.dataset_id, row_index=row.row_index, prompt=row.prompt,
         completion=row.completion, answer=row.answer, source=row.source, status=row.status,
-        meta=json.loads(row.meta_json), updated_at=row.updated_at,
+        meta=json.loads(row.meta_json), updated_at=row.updated_at, version=row.version,
+        edited=edited,
     )
+
+
+def _content(row: r.CuratedRow) -> dict[str, Any]:
+    """What a snapshot keeps of a row, and what its hash covers."""
+    return {"prompt": row.prompt, "completion": row.completion, "answer": row.answer,
+            "source": row.source, "meta": row.meta}
+
+
+def _snapshot(row: m.DatasetSnapshotRow) -> r.Snapshot:
+    return r.Snapshot(id=row.id, dataset_id=row.dataset_id, stage_id=row.stage_id,
+                      content_hash=row.content_hash, size=row.size, created_at=row.created_at)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -630,13 +729,17 @@ class Store:
 
     # ------------------------------------------------------------------ datasets
     def create_dataset(self, name: str, kind: str, rows: list[dict[str, Any]], *,
-                       run_id: Optional[int] = None, stage_id: Optional[int] = None) -> int:
+                       run_id: Optional[int] = None, stage_id: Optional[int] = None,
+                       parent_id: Optional[int] = None, origin: Optional[str] = None) -> int:
         """A dataset and all its rows in one transaction. Row keys: prompt, completion,
-        answer, source, status, meta."""
+        answer, source, status (pending unless given), meta. ``parent_id``: the dataset this
+        one is a new version of (an import after an export)."""
         at = now()
         with self.session() as s:
+            if parent_id is not None and s.get(m.DatasetRow, parent_id) is None:
+                raise KeyError(f"dataset {parent_id} does not exist")
             ds = m.DatasetRow(name=name, kind=kind, run_id=run_id, stage_id=stage_id,
-                              created_at=at)
+                              created_at=at, ready=False, parent_id=parent_id, origin=origin)
             s.add(ds)
             s.flush()
             self._insert_rows(s, ds.id, 0, rows)
@@ -660,76 +763,343 @@ class Store:
         if not rows:
             return
         at = now()
-        s.execute(insert(m.DatasetItemRow), [
-            {"dataset_id": dataset_id, "row_index": start + i, "prompt": row["prompt"],
-             "completion": row.get("completion", ""), "answer": row.get("answer"),
-             "source": row.get("source"), "status": row.get("status", "kept"),
-             "meta_json": _dumps(row.get("meta", {})), "updated_at": at}
-            for i, row in enumerate(rows)
-        ])
+        values = []
+        for i, row in enumerate(rows):
+            status = _LEGACY_STATUS.get(row.get("status"), row.get("status") or r.PENDING)
+            if status not in r.ROW_STATUSES:
+                raise ValueError(f"row {start + i}: status {status!r} is not one of "
+                                 f"{', '.join(r.ROW_STATUSES)}")
+            values.append({
+                "dataset_id": dataset_id, "row_index": start + i, "prompt": row["prompt"],
+                "completion": row.get("completion", ""), "answer": row.get("answer"),
+                "source": row.get("source"), "status": status,
+                "meta_json": _dumps(row.get("meta", {})), "updated_at": at, "version": 1})
+        s.execute(insert(m.DatasetItemRow), values)
 
-    def datasets(self, run_id: Optional[int] = None) -> list[r.Dataset]:
+    def _datasets(self, s: Session, where: list) -> list[r.Dataset]:
         query = (select(m.DatasetRow, func.count(m.DatasetItemRow.id))
                  .outerjoin(m.DatasetItemRow, m.DatasetItemRow.dataset_id == m.DatasetRow.id)
-                 .group_by(m.DatasetRow.id).order_by(m.DatasetRow.id))
-        if run_id is not None:
-            query = query.where(m.DatasetRow.run_id == run_id)
+                 .where(*where).group_by(m.DatasetRow.id).order_by(m.DatasetRow.id))
+        return [r.Dataset(id=d.id, run_id=d.run_id, stage_id=d.stage_id, name=d.name,
+                          kind=d.kind, created_at=d.created_at, size=n, ready=bool(d.ready),
+                          ready_at=d.ready_at, ready_by=d.ready_by, parent_id=d.parent_id,
+                          origin=d.origin)
+                for d, n in s.execute(query).all()]
+
+    def datasets(self, run_id: Optional[int] = None) -> list[r.Dataset]:
         with self.session() as s:
-            return [r.Dataset(id=d.id, run_id=d.run_id, stage_id=d.stage_id, name=d.name,
-                              kind=d.kind, created_at=d.created_at, size=n)
-                    for d, n in s.execute(query).all()]
+            return self._datasets(s, [] if run_id is None else [m.DatasetRow.run_id == run_id])
+
+    def get_dataset(self, dataset_id: int) -> r.Dataset:
+        with self.session() as s:
+            found = self._datasets(s, [m.DatasetRow.id == dataset_id])
+        if not found:
+            raise KeyError(f"dataset {dataset_id} does not exist")
+        return found[0]
+
+    def set_ready(self, dataset_id: int, ready: bool = True, *,
+                  author: Optional[str] = None) -> r.Dataset:
+        """Mark a dataset ready for training (review done), or take the mark back."""
+        with self.session() as s:
+            done = s.execute(update(m.DatasetRow).where(m.DatasetRow.id == dataset_id).values(
+                ready=ready, ready_at=now() if ready else None,
+                ready_by=(author or default_author()) if ready else None)).rowcount
+        if not done:
+            raise KeyError(f"dataset {dataset_id} does not exist")
+        return self.get_dataset(dataset_id)
+
+    # -- rows: filtered reads ----------------------------------------------------------------
+    @staticmethod
+    def _edited_clause():
+        """True for a row with a text edit that is not undone (the derived "edited" queue)."""
+        e = m.RowEditRow
+        return (select(e.id).where(e.row_id == m.DatasetItemRow.id, e.undone.is_(False),
+                                   e.field.in_(r.TEXT_FIELDS)).exists())
+
+    def _row_conditions(self, dataset_id: int, flt: Optional[r.RowFilter]) -> list:
+        t = m.DatasetItemRow
+        conditions = [t.dataset_id == dataset_id]
+        if flt is None:
+            return conditions
+        statuses = flt.statuses()
+        if statuses:
+            unknown = sorted(set(statuses) - set(r.ROW_STATUSES) - {r.EDITED})
+            if unknown:
+                raise ValueError(f"unknown status {', '.join(unknown)}; choose from "
+                                 f"{', '.join(r.ROW_STATUSES + (r.EDITED,))}")
+            plain = [x for x in statuses if x != r.EDITED]
+            parts = ([t.status.in_(plain)] if plain else []) + (
+                [self._edited_clause()] if r.EDITED in statuses else [])
+            conditions.append(or_(*parts))
+        if flt.source is not None:
+            conditions.append(t.source == flt.source)
+        if flt.prompt is not None:
+            conditions.append(t.prompt == flt.prompt)
+        if flt.search:
+            keyword = flt.search.lower()
+            conditions.append(or_(*(func.lower(func.coalesce(col, "")).contains(
+                keyword, autoescape=True) for col in (t.prompt, t.completion, t.answer))))
+        if flt.row_ids is not None:
+            conditions.append(t.id.in_(list(flt.row_ids)))
+        return conditions
+
+    def _select_rows(self, s: Session, dataset_id: int, flt: Optional[r.RowFilter],
+                     limit: Optional[int] = None, offset: int = 0) -> list[r.CuratedRow]:
+        if s.get(m.DatasetRow, dataset_id) is None:
+            raise KeyError(f"dataset {dataset_id} does not exist")
+        query = (select(m.DatasetItemRow, self._edited_clause().label("edited"))
+                 .where(*self._row_conditions(dataset_id, flt))
+                 .order_by(m.DatasetItemRow.row_index))
+        by_meta = flt is not None and (flt.meta or flt.ranges)
+        if not by_meta and limit is not None:
+            query = query.limit(limit).offset(offset)
+        rows = [_curated(row, bool(edited)) for row, edited in s.execute(query).all()]
+        if by_meta:
+            # Provenance lives in a JSON column whose fields differ per dataset: matched here
+            # rather than with each database's own JSON functions (linear in the rows the
+            # column conditions above left).
+            rows = [row for row in rows if meta_matches(row.meta, flt)]
+            if limit is not None:
+                rows = rows[offset:offset + limit]
+        return rows
+
+    def query_rows(self, dataset_id: int, flt: Optional[r.RowFilter] = None, *,
+                   limit: Optional[int] = None, offset: int = 0) -> list[r.CuratedRow]:
+        """Rows matching ``flt`` in row order (``limit``/``offset`` page through them)."""
+        with self.session() as s:
+            return self._select_rows(s, dataset_id, flt, limit, offset)
 
     def dataset_rows(self, dataset_id: int, status: Optional[str] = None) -> list[r.CuratedRow]:
-        query = select(m.DatasetItemRow).where(m.DatasetItemRow.dataset_id == dataset_id)
-        if status is not None:
-            query = query.where(m.DatasetItemRow.status == status)
+        return self.query_rows(dataset_id, r.RowFilter(status=status))
+
+    def count_rows(self, dataset_id: int, flt: Optional[r.RowFilter] = None) -> int:
+        if flt is not None and (flt.meta or flt.ranges):
+            return len(self.query_rows(dataset_id, flt))
         with self.session() as s:
             if s.get(m.DatasetRow, dataset_id) is None:
                 raise KeyError(f"dataset {dataset_id} does not exist")
-            return [_curated(row) for row in
-                    s.scalars(query.order_by(m.DatasetItemRow.row_index)).all()]
+            return s.scalar(select(func.count(m.DatasetItemRow.id))
+                            .where(*self._row_conditions(dataset_id, flt)))
 
+    def status_counts(self, dataset_id: int) -> dict[str, int]:
+        """Size of each review queue: pending, accepted, rejected, edited (derived), total."""
+        t = m.DatasetItemRow
+        with self.session() as s:
+            if s.get(m.DatasetRow, dataset_id) is None:
+                raise KeyError(f"dataset {dataset_id} does not exist")
+            counts = {status: 0 for status in r.ROW_STATUSES}
+            for status, n in s.execute(select(t.status, func.count(t.id))
+                                       .where(t.dataset_id == dataset_id).group_by(t.status)):
+                counts[status] = n
+            counts[r.EDITED] = s.scalar(select(func.count(t.id)).where(
+                t.dataset_id == dataset_id, self._edited_clause()))
+        counts["total"] = sum(counts[status] for status in r.ROW_STATUSES)
+        return counts
+
+    def get_row(self, row_id: int) -> r.CuratedRow:
+        with self.session() as s:
+            found = s.execute(select(m.DatasetItemRow, self._edited_clause().label("edited"))
+                              .where(m.DatasetItemRow.id == row_id)).first()
+            if found is None:
+                raise KeyError(f"row {row_id} does not exist")
+            return _curated(found[0], bool(found[1]))
+
+    # -- rows: changes -----------------------------------------------------------------------
     EDITABLE_FIELDS = ("prompt", "completion", "answer", "status")
 
-    def edit_row(self, row_id: int, field: str, value: Optional[str]) -> None:
-        """Change one field of a curated row, keeping the old value in the edit history."""
+    @staticmethod
+    def _lock_dataset(s: Session, dataset_id: int) -> None:
+        """Start the write at once (a no-op update of the dataset row), so the reads that
+        follow see what this transaction changes and nobody else's half-way writes: the
+        SQLite write lock, a row lock elsewhere. Curation writes on one dataset queue here."""
+        done = s.execute(update(m.DatasetRow).where(m.DatasetRow.id == dataset_id)
+                         .values(id=m.DatasetRow.id)).rowcount
+        if not done:
+            raise KeyError(f"dataset {dataset_id} does not exist")
+
+    def edit_row(self, row_id: int, field: str, value: Optional[str], *,
+                 expected_version: Optional[int] = None,
+                 author: Optional[str] = None) -> r.CuratedRow:
+        """Change one field of a curated row, keeping the old value in the history (one
+        undoable action). With ``expected_version`` (the version the editor was shown), a row
+        changed since then is not overwritten: :class:`EditConflict` carries the newer row."""
         if field not in self.EDITABLE_FIELDS:
             raise ValueError(f"field {field!r} cannot be edited; editable: {self.EDITABLE_FIELDS}")
+        if field == "status" and value not in r.ROW_STATUSES:
+            raise ValueError(f"status {value!r} is not one of {', '.join(r.ROW_STATUSES)}")
+        if field in ("prompt", "completion") and value is None:
+            raise ValueError(f"{field} cannot be empty (None)")
+        author = author or default_author()
+        dataset_id = self.get_row(row_id).dataset_id  # never changes: safe to read first
         with self.session() as s:
-            row = s.get(m.DatasetItemRow, row_id)
-            if row is None:
-                raise KeyError(f"row {row_id} does not exist")
+            self._lock_dataset(s, dataset_id)
+            row = s.get(m.DatasetItemRow, row_id, populate_existing=True)
+            if expected_version is not None and row.version != expected_version:
+                current = _curated(row, False)
+                raise EditConflict(current, field, expected_version)
             old = getattr(row, field)
             if old == value:
-                return
+                return _curated(row, False)
+            at = now()
+            kind = "status" if field == "status" else "edit"
+            description = (f"{value} row {row.row_index}" if field == "status"
+                           else f"edited {field} of row {row.row_index}")
+            action = m.CurationActionRow(dataset_id=dataset_id, kind=kind,
+                                         description=description, author=author, at=at, rows=1,
+                                         undone=False)
+            s.add(action)
+            s.flush()
             s.add(m.RowEditRow(row_id=row_id, field=field, old_value=old, new_value=value,
-                               at=now()))
+                               at=at, author=author, action_id=action.id, undone=False))
             setattr(row, field, value)
-            row.updated_at = now()
+            row.updated_at = at
+            row.version += 1
+        return self.get_row(row_id)
 
-    def undo_last_edit(self, dataset_id: int) -> Optional[str]:
-        """Revert the newest not-yet-undone edit in a dataset; returns what was undone."""
+    def set_status_where(self, dataset_id: int, flt: Optional[r.RowFilter], status: str, *,
+                         author: Optional[str] = None,
+                         description: Optional[str] = None) -> int:
+        """Set the status of every row matching ``flt`` in one transaction, recorded as one
+        action (one undo reverts it all). Returns how many rows changed (rows already in
+        ``status`` are left alone)."""
+        if status not in r.ROW_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(r.ROW_STATUSES)}")
+        author = author or default_author()
+        t = m.DatasetItemRow
         with self.session() as s:
-            edit = s.scalars(
-                select(m.RowEditRow).join(m.DatasetItemRow,
-                                          m.DatasetItemRow.id == m.RowEditRow.row_id)
-                .where(m.DatasetItemRow.dataset_id == dataset_id, m.RowEditRow.undone.is_(False))
-                .order_by(m.RowEditRow.id.desc()).limit(1)
-            ).first()
-            if edit is None:
+            self._lock_dataset(s, dataset_id)
+            changing = [row for row in self._select_rows(s, dataset_id, flt)
+                        if row.status != status]
+            if not changing:
+                return 0
+            at = now()
+            action = m.CurationActionRow(
+                dataset_id=dataset_id, kind="bulk", author=author, at=at, rows=len(changing),
+                description=description or f"{status} {len(changing)} rows", undone=False)
+            s.add(action)
+            s.flush()
+            s.execute(insert(m.RowEditRow), [
+                {"row_id": row.id, "field": "status", "old_value": row.status,
+                 "new_value": status, "at": at, "author": author, "action_id": action.id,
+                 "undone": False} for row in changing])
+            ids = [row.id for row in changing]
+            for i in range(0, len(ids), 500):  # bounded IN lists (SQLite's variable limit)
+                s.execute(update(t).where(t.id.in_(ids[i:i + 500])).values(
+                    status=status, updated_at=at, version=t.version + 1))
+            return len(changing)
+
+    def undo_last_edit(self, dataset_id: int, *, author: Optional[str] = None) -> Optional[str]:
+        """Revert the dataset's newest action that is not undone yet (every row it changed,
+        as one unit); returns what was undone, None when nothing is left to undo."""
+        author = author or default_author()
+        t = m.DatasetItemRow
+        with self.session() as s:
+            self._lock_dataset(s, dataset_id)
+            action = s.scalars(
+                select(m.CurationActionRow)
+                .where(m.CurationActionRow.dataset_id == dataset_id,
+                       m.CurationActionRow.undone.is_(False))
+                .order_by(m.CurationActionRow.id.desc()).limit(1)).first()
+            if action is None:
                 return None
-            row = s.get(m.DatasetItemRow, edit.row_id)
-            setattr(row, edit.field, edit.old_value)
-            row.updated_at = now()
-            edit.undone = True
-            return f"row {row.row_index}: {edit.field} restored"
+            edits = s.scalars(select(m.RowEditRow).where(m.RowEditRow.action_id == action.id)
+                              .order_by(m.RowEditRow.id.desc())).all()
+            at = now()
+            rows = {}
+            for edit in edits:
+                row = rows.get(edit.row_id) or s.get(t, edit.row_id)
+                rows[edit.row_id] = row
+                setattr(row, edit.field, edit.old_value)
+                edit.undone = True
+            for row in rows.values():
+                row.updated_at = at
+                row.version += 1
+            action.undone, action.undone_at, action.undone_by = True, at, author
+            if len(edits) == 1:
+                row = rows[edits[0].row_id]
+                return f"row {row.row_index}: {edits[0].field} restored"
+            return f"undone: {action.description} ({len(rows)} rows restored)"
 
     def row_edits(self, row_id: int) -> list[dict[str, Any]]:
         with self.session() as s:
             rows = s.scalars(select(m.RowEditRow).where(m.RowEditRow.row_id == row_id)
                              .order_by(m.RowEditRow.id)).all()
             return [{"field": e.field, "old": e.old_value, "new": e.new_value, "at": e.at,
-                     "undone": e.undone} for e in rows]
+                     "undone": e.undone, "author": e.author, "action_id": e.action_id}
+                    for e in rows]
+
+    def curation_history(self, dataset_id: int, limit: int = 200) -> list[r.CurationAction]:
+        """A dataset's curation actions, newest first (undone ones included, marked)."""
+        a = m.CurationActionRow
+        with self.session() as s:
+            rows = s.scalars(select(a).where(a.dataset_id == dataset_id)
+                             .order_by(a.id.desc()).limit(limit)).all()
+            return [r.CurationAction(id=x.id, dataset_id=x.dataset_id, kind=x.kind,
+                                     description=x.description, author=x.author, at=x.at,
+                                     rows=x.rows, undone=bool(x.undone), undone_at=x.undone_at,
+                                     undone_by=x.undone_by) for x in rows]
+
+    def action_edits(self, action_id: int) -> list[r.RowEdit]:
+        """The row edits one action made, in the order it made them."""
+        e, t = m.RowEditRow, m.DatasetItemRow
+        with self.session() as s:
+            rows = s.execute(select(e, t.row_index).join(t, t.id == e.row_id)
+                             .where(e.action_id == action_id).order_by(e.id)).all()
+            return [r.RowEdit(id=x.id, row_id=x.row_id, row_index=ri, field=x.field,
+                              old=x.old_value, new=x.new_value, at=x.at, author=x.author,
+                              undone=bool(x.undone), action_id=x.action_id) for x, ri in rows]
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot_dataset(self, dataset_id: int, *,
+                         stage_id: Optional[int] = None) -> tuple[int, str]:
+        """Freeze exactly the accepted rows, copied, in row order: (snapshot id, sha256 of
+        their canonical JSON). Nothing changes a snapshot afterwards."""
+        with self.session() as s:
+            self._lock_dataset(s, dataset_id)
+            rows = self._select_rows(s, dataset_id, r.RowFilter(status=r.ACCEPTED))
+            content = [_content(row) for row in rows]
+            digest = content_hash(content)
+            snap = m.DatasetSnapshotRow(dataset_id=dataset_id, stage_id=stage_id,
+                                        content_hash=digest, size=len(rows), created_at=now())
+            s.add(snap)
+            s.flush()
+            if rows:
+                s.execute(insert(m.SnapshotItemRow), [
+                    {"snapshot_id": snap.id, "position": i, "row_id": row.id,
+                     "prompt": c["prompt"], "completion": c["completion"],
+                     "answer": c["answer"], "source": c["source"],
+                     "meta_json": _dumps(c["meta"])}
+                    for i, (row, c) in enumerate(zip(rows, content))])
+            return snap.id, digest
+
+    def snapshots(self, dataset_id: Optional[int] = None, *,
+                  stage_id: Optional[int] = None) -> list[r.Snapshot]:
+        x = m.DatasetSnapshotRow
+        query = select(x).order_by(x.id)
+        if dataset_id is not None:
+            query = query.where(x.dataset_id == dataset_id)
+        if stage_id is not None:
+            query = query.where(x.stage_id == stage_id)
+        with self.session() as s:
+            return [_snapshot(row) for row in s.scalars(query).all()]
+
+    def get_snapshot(self, snapshot_id: int) -> r.Snapshot:
+        with self.session() as s:
+            row = s.get(m.DatasetSnapshotRow, snapshot_id)
+            if row is None:
+                raise KeyError(f"snapshot {snapshot_id} does not exist")
+            return _snapshot(row)
+
+    def snapshot_rows(self, snapshot_id: int) -> list[r.SnapshotRow]:
+        x = m.SnapshotItemRow
+        with self.session() as s:
+            if s.get(m.DatasetSnapshotRow, snapshot_id) is None:
+                raise KeyError(f"snapshot {snapshot_id} does not exist")
+            return [r.SnapshotRow(position=row.position, row_id=row.row_id, prompt=row.prompt,
+                                  completion=row.completion, answer=row.answer,
+                                  source=row.source, meta=json.loads(row.meta_json))
+                    for row in s.scalars(select(x).where(x.snapshot_id == snapshot_id)
+                                         .order_by(x.position)).all()]
 
     # ------------------------------------------------------------------ maintenance
     def purge_stage_records_after(self, stage_id: int, step: int) -> None:

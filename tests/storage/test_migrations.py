@@ -50,3 +50,43 @@ def test_migrations_build_exactly_the_models_schema(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_upgrade_to_curation_keeps_kept_rows_and_their_edits(tmp_path):
+    # 0005: "kept" rows become accepted, every older edit becomes an undoable action.
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    engine = create_engine(url)
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("INSERT INTO datasets (id, name, kind, created_at) VALUES "
+                          "(1, 'rs', 'rejection', '2026-11-01 10:00:00')"))
+        for i, status in enumerate(["kept", "rejected", "kept"]):
+            conn.execute(text(
+                "INSERT INTO dataset_rows (id, dataset_id, row_index, prompt, completion, "
+                "status, meta_json, updated_at) VALUES (:id, 1, :i, :p, 'c', :s, '{}', "
+                "'2026-11-01 10:00:00')"), {"id": i + 1, "i": i, "p": f"q{i}", "s": status})
+        conn.execute(text("INSERT INTO row_edits (row_id, field, old_value, new_value, at, "
+                          "undone) VALUES (1, 'completion', 'orig', 'c', "
+                          "'2026-11-01 10:01:00', 0)"))
+        conn.execute(text("INSERT INTO row_edits (row_id, field, old_value, new_value, at, "
+                          "undone) VALUES (2, 'status', 'kept', 'rejected', "
+                          "'2026-11-01 10:02:00', 0)"))
+    engine.dispose()
+
+    store = Store(url)
+    assert [r.status for r in store.dataset_rows(1)] == ["accepted", "rejected", "accepted"]
+    assert [r.version for r in store.dataset_rows(1)] == [1, 1, 1]
+    assert store.get_dataset(1).ready is False
+    assert store.status_counts(1)["edited"] == 1
+    assert [a.description for a in store.curation_history(1)] == ["edited status",
+                                                                 "edited completion"]
+    # undo still works on the old edits, newest first, and restores "kept" as accepted
+    assert store.undo_last_edit(1) == "row 1: status restored"
+    assert store.dataset_rows(1)[1].status == "accepted"
+    assert store.undo_last_edit(1) == "row 0: completion restored"
+    assert store.dataset_rows(1)[0].completion == "orig"
+    # new actions get fresh ids after the ones made from old edits
+    store.edit_row(store.dataset_rows(1)[2].id, "completion", "new")
+    assert store.curation_history(1)[0].id == 3

@@ -338,7 +338,7 @@ def test_datasets_create_and_read(store):
     rows = store.dataset_rows(ds)
     assert all(type(r) is CuratedRow for r in rows)
     assert [(r.row_index, r.prompt, r.completion, r.answer, r.status, r.meta) for r in rows] == [
-        (i, f"q{i}", f"c{i}", str(i), "kept", {"score": i}) for i in range(3)]
+        (i, f"q{i}", f"c{i}", str(i), "pending", {"score": i}) for i in range(3)]
     assert store.dataset_rows(empty) == []
     with pytest.raises(KeyError):
         store.dataset_rows(10_000)
@@ -358,7 +358,7 @@ def test_edit_history_and_exact_undo(store):
     history = store.row_edits(row.id)
     assert [(h["field"], h["old"], h["new"]) for h in history] == [
         ("completion", "c1", "first edit"), ("completion", "first edit", "second edit"),
-        ("status", "kept", "rejected"), ("answer", "1", None)]
+        ("status", "pending", "rejected"), ("answer", "1", None)]
 
     assert store.undo_last_edit(ds) == "row 1: answer restored"
     assert store.undo_last_edit(ds) == "row 1: status restored"
