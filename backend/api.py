@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from backend import recipes, runner, steering
+from backend import analysis
 from backend.stages.common import ConfigError
 from storage import Store, StoreError
 from storage import records as r
+from storage.store import StageVersion
 from storage.records import (  # noqa: F401  re-exported for pages
     ACTIVE_STATES, COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
     STOPPED, TERMINAL_STATES,
@@ -295,6 +297,54 @@ class Workbench:
 
     def commands(self, stage_id: int) -> list[r.Command]:
         return self.store.commands(stage_id)
+
+    # -- watching and diagnoses (backend.analysis) -----------------------------------------
+    def stage_version(self, stage_id: int) -> StageVersion:
+        """A stage's change counters (status, step, metric rows, newest group step, commands
+        requested / applied, newest run event) in one cheap query: a page compares it between
+        refreshes and redraws only what changed."""
+        return self.store.stage_version(stage_id)
+
+    @staticmethod
+    def stage_progress(stage: r.Stage) -> tuple[float, str]:
+        """(fraction done, text) of a stage, e.g. ``(0.15, "step 120/800 · 1m 32s left")``."""
+        from backend.progress import stage_progress
+        return stage_progress(stage)
+
+    def analyse_groups(self, stage_id: int, step: int) -> analysis.StepAnalysis:
+        """Every group of one step with each completion's verdict (correct by the accuracy
+        reward, unparseable, truncated, wrong but rewarded) and each group's outcome."""
+        return analysis.analyse_step(stage_id, step, self.store.step_groups(stage_id, step))
+
+    def analyse_prompt_history(self, stage_id: int, prompt: str) -> list[analysis.GroupAnalysis]:
+        """Every group of one prompt across the steps it was drawn in, analysed."""
+        return [analysis.analyse_group(g) for g in self.store.prompt_history(stage_id, prompt)]
+
+    def _diagnosis_metrics(self, stage_id: int) -> dict[str, tuple[list[int], list[float]]]:
+        names = [n for n in self.store.metric_names(stage_id)
+                 if n.startswith(("eval/", "rewards/")) or n == "frac_reward_zero_std"]
+        return self.store.metric_table(stage_id, names) if names else {}
+
+    def collapse_warning(self, stage_id: int) -> Optional[str]:
+        """A policy-collapse warning for the stage's curves, or None (backend.analysis:
+        held-out accuracy fell 15 points with format still high, or every reward fell)."""
+        return analysis.collapse_warning(self._diagnosis_metrics(stage_id),
+                                         self.store.commands(stage_id))
+
+    def zero_signal_note(self, stage_id: int) -> Optional[str]:
+        """A note when nearly every recent group had no reward spread, or None."""
+        return analysis.zero_signal_note(self._diagnosis_metrics(stage_id))
+
+    @staticmethod
+    def describe_command(cmd: r.Command) -> str:
+        """``pause``, ``temperature=0.7``, ``reward_weights=1,0``: a command in a few words."""
+        return analysis.describe_command(cmd)
+
+    @staticmethod
+    def describe_reward(name: str) -> str:
+        """One line on what a reward function scores (KeyError for an unknown name)."""
+        from backend.rewards import describe_reward
+        return describe_reward(name)
 
     # -- export ----------------------------------------------------------------------------
     def export_rollouts(self, run_id: int, out: str) -> int:
