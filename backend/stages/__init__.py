@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from backend import steering
-from backend.contract import EVAL_RESULTS, MODEL, PROBLEMS, Port
-from backend.stages import evaluate, grpo, pretrain
+from backend.contract import DATASET, EVAL_RESULTS, MODEL, PROBLEMS, Port
+from backend.stages import evaluate, grpo, judge, pretrain, rejection
+from backend.stages import sft
 from backend.stages.common import StageConfig
 
 
@@ -56,6 +57,44 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
             "problems": Port(PROBLEMS, "whose held-out split is scored", config_field="dataset"),
         },
         outputs={"results": EVAL_RESULTS},
+    ),
+    StageKind(
+        "judge", judge.JudgeStageConfig, judge.run,
+        inputs={
+            "model": Port(MODEL, "the model taught to give verdicts (the base)",
+                          config_field="model_path"),
+            "problems": Port(PROBLEMS, "a synthetic source sets the verdicts' digits",
+                             optional=True),
+        },
+        outputs={"model": MODEL},
+        live=steering.TRAINER_PARAMS,
+    ),
+    StageKind(
+        "rejection", rejection.RejectionConfig, rejection.run,
+        inputs={
+            "model": Port(MODEL, "the policy that samples the candidates",
+                          config_field="model_path"),
+            "problems": Port(PROBLEMS, "the prompts (their training split)",
+                             config_field="dataset"),
+            "judge": Port(MODEL, "a generative judge (or judge_model_path / judge_endpoint)",
+                          optional=True, config_field="judge_model_path"),
+        },
+        outputs={"dataset": DATASET},
+        live=(steering.TEMPERATURE,),
+    ),
+    StageKind(
+        "sft", sft.SFTStageConfig, sft.run,
+        inputs={
+            "model": Port(MODEL, "the model to fine-tune", config_field="model_path"),
+            "dataset": Port(DATASET, "curated rows: the stage waits until the dataset is "
+                            "marked ready, then trains on a frozen snapshot of the accepted "
+                            "ones; unwired = cold start", optional=True, config_field="dataset"),
+            "problems": Port(PROBLEMS, "held-out problems (scored at the end, never trained "
+                             "on); a synthetic source sets the cold-start examples' digits",
+                             optional=True),
+        },
+        outputs={"model": MODEL, "dataset": DATASET},
+        live=steering.TRAINER_PARAMS,
     ),
 )}
 
