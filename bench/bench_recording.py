@@ -416,7 +416,7 @@ def render(s: dict, results: list[dict], info: dict, args, model_desc: str, traj
         f"on the training thread (heartbeat + `pending_commands` at step end, `add_metrics` at "
         f"log and step begin) {mean_ms(wb, 'callback_s', args.steps):.1f} ms; handing the batch "
         f"to the writer {mean_ms(wb, 'hand_off_s', args.steps):.2f} ms; writer thread CPU "
-        f"(`batch_to_groups` + `add_groups`) {mean_ms(wb, 'writer_cpu_s', args.steps):.1f} ms. "
+        f"(`RecordedBatch.to_groups` + `add_groups`) {mean_ms(wb, 'writer_cpu_s', args.steps):.1f} ms. "
         f"Process CPU per step: bare {mean_ms(bare, 'cpu_s', args.steps):.0f} ms, workbench "
         f"{mean_ms(wb, 'cpu_s', args.steps):.0f} ms.",
         "",

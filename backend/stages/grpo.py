@@ -127,82 +127,96 @@ class GRPOStageConfig(StageConfig):
 
 
 # ------------------------------------------------------------------------------- recording
+@dataclass
+class RecordedBatch:
+    """One generation batch exactly as TRL scored it: B = prompts x group size completions,
+    in TRL's order (each prompt's group of ``group_size`` completions together)."""
+
+    prompts: list  # (B,) text, or messages for chat models
+    completions: list  # (B,)
+    answers: list  # (B,) the reference each completion was graded against
+    lengths: list[int]  # (B,) completion tokens
+    ended: list[bool]  # (B,) the completion emitted EOS
+    rewards_per_func: list[list[float]]  # (B, n_funcs) raw values, NaN = no reward
+    reward_names: list[str]
+    total: list[float]  # (B,) weighted sum, as TRL sums it
+    advantages: list[float]  # (B,) the tensor TRL feeds into the loss
+    group_mean: list[float]  # (B / group_size,)
+    group_std: list[float]
+    group_size: int
+    max_completion_length: int
+
+    def to_groups(self) -> list:
+        """The store's ``Group`` records (with their rollouts) for this batch."""
+        from storage.records import Group, Rollout
+
+        g, names = self.group_size, self.reward_names
+        groups = []
+        for gi in range(len(self.prompts) // g):
+            rollouts = []
+            for j in range(g):
+                i = gi * g + j
+                rollouts.append(Rollout(
+                    sample_index=j, completion=_text(self.completions[i]),
+                    rewards={n: (None if v != v else v)  # NaN -> None
+                             for n, v in zip(names, self.rewards_per_func[i])},
+                    reward=self.total[i], advantage=self.advantages[i], length=self.lengths[i],
+                    # Truncated = hit the length budget without emitting EOS.
+                    truncated=self.lengths[i] >= self.max_completion_length and not self.ended[i],
+                ))
+            i0 = gi * g
+            groups.append(Group(
+                step=0, group_index=gi, prompt=_text(self.prompts[i0]),
+                reference=None if self.answers[i0] is None else str(self.answers[i0]),
+                reward_mean=_finite(self.group_mean[gi]), reward_std=_finite(self.group_std[gi]),
+                rollouts=rollouts,
+            ))
+        return groups
+
+
 def _recording_trainer_class():
     import torch
     from trl import GRPOTrainer
     from trl.trainer.utils import nanstd
 
     class RecordingGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that passes each generation batch (groups, rewards, TRL's advantages) to
-        ``self.on_groups(step, record)``; training itself is untouched."""
+        """GRPOTrainer that hands each generation batch (groups, rewards, TRL's advantages) to
+        ``self.on_groups(step, RecordedBatch)``; training itself is untouched."""
 
         on_groups = None
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
                                                           completion_ids_list)
-            self._wb_batch = {
-                "prompts": list(prompts), "completions": list(completions),
-                "answers": [x.get("answer") for x in inputs],
-                "lengths": [len(ids) for ids in completion_ids_list],
-                "ids": completion_ids_list,
-                "rewards_per_func": rewards_per_func.detach().cpu(),
-            }
+            # Kept until the advantages exist (end of _generate_and_score_completions).
+            self._wb_scored = (inputs, prompts, completions, completion_ids_list,
+                               rewards_per_func.detach().cpu())
             return rewards_per_func
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
             if self.on_groups is not None and self.model.training:
-                batch = self._wb_batch
-                rpf = batch["rewards_per_func"]  # (B, n_funcs), all processes
-                weights = self.reward_weights.to(rpf.device)
-                total = (rpf * weights.unsqueeze(0)).nansum(dim=1)  # as TRL sums it
-                g = self.num_generations
-                grouped = total.view(-1, g)
-                batch.update(
+                rows, prompts, completions, ids, rpf = self._wb_scored
+                total = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+                grouped = total.view(-1, self.num_generations)  # (prompts, G)
+                eos = self.processing_class.eos_token_id
+                self.on_groups(self.state.global_step + 1, RecordedBatch(
+                    prompts=list(prompts), completions=list(completions),
+                    answers=[x.get("answer") for x in rows],
+                    lengths=[len(c) for c in ids],
+                    ended=[eos in (c.tolist() if hasattr(c, "tolist") else c) for c in ids],
+                    rewards_per_func=rpf.tolist(), reward_names=list(self.reward_func_names),
                     total=total.tolist(),
                     # Exactly the tensor TRL feeds into the loss (single process: all of it).
                     advantages=output["advantages"].detach().cpu().tolist(),
                     group_mean=torch.nanmean(grouped, dim=1).tolist(),
                     group_std=nanstd(grouped, dim=1).tolist(),
-                    names=list(self.reward_func_names), g=g,
-                    eos=self.processing_class.eos_token_id,
-                    max_len=self.max_completion_length,
-                )
-                self.on_groups(self.state.global_step + 1, batch)
+                    group_size=self.num_generations,
+                    max_completion_length=self.max_completion_length,
+                ))
             return output
 
     return RecordingGRPOTrainer
-
-
-def batch_to_groups(batch: dict) -> list:
-    """Turn one recorded generation batch into store ``Group`` records."""
-    from storage.records import Group, Rollout
-
-    g, names = batch["g"], batch["names"]
-    groups = []
-    for gi in range(len(batch["prompts"]) // g):
-        rollouts = []
-        for j in range(g):
-            i = gi * g + j
-            raw = batch["rewards_per_func"][i].tolist()
-            ids = batch["ids"][i]
-            # Truncated = hit the length budget without emitting EOS.
-            truncated = batch["lengths"][i] >= batch["max_len"] and batch["eos"] not in ids
-            rollouts.append(Rollout(
-                sample_index=j, completion=_text(batch["completions"][i]),
-                rewards={n: (None if v != v else v) for n, v in zip(names, raw)},  # NaN -> None
-                reward=batch["total"][i], advantage=batch["advantages"][i],
-                length=batch["lengths"][i], truncated=bool(truncated),
-            ))
-        i0 = gi * g
-        groups.append(Group(
-            step=0, group_index=gi, prompt=_text(batch["prompts"][i0]),
-            reference=None if batch["answers"][i0] is None else str(batch["answers"][i0]),
-            reward_mean=_finite(batch["group_mean"][gi]), reward_std=_finite(batch["group_std"][gi]),
-            rollouts=rollouts,
-        ))
-    return groups
 
 
 def _text(value: Any) -> str:
@@ -224,7 +238,7 @@ class GroupWriter:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
-    def __call__(self, step: int, batch: dict) -> None:
+    def __call__(self, step: int, batch: RecordedBatch) -> None:
         self.queue.put((step, batch))
 
     def _loop(self) -> None:
@@ -234,7 +248,7 @@ class GroupWriter:
                 return
             step, batch = item
             try:
-                self.store.add_groups(self.stage_id, step, batch_to_groups(batch))
+                self.store.add_groups(self.stage_id, step, batch.to_groups())
             except BaseException as exc:  # surfaced by close()
                 self.error = exc
 
