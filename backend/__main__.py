@@ -7,8 +7,19 @@
     python -m backend pause|resume|stop|checkpoint STAGE_ID
     python -m backend set STAGE_ID key=value ... [--yes]
     python -m backend export-rollouts RUN_ID --out rollouts.jsonl
-    python -m backend export-dataset DATASET_ID --out data.jsonl
     python -m backend runs
+
+Curation (every action of the curation page, scriptable):
+
+    python -m backend datasets [RUN_ID]
+    python -m backend rows DATASET [--status S] [--where key=value|key=low..high]... [--search T] [--json]
+    python -m backend review DATASET --accept|--reject|--pending [filters] [--yes]
+    python -m backend edit ROW --completion TEXT [--expect-version N] [--author NAME]
+    python -m backend undo DATASET
+    python -m backend mark-ready DATASET [--unready]
+    python -m backend snapshots [DATASET]
+    python -m backend export-dataset DATASET --out PATH [--format jsonl|parquet|hf] [--snapshot ID]
+    python -m backend import-dataset PATH --name N [--parent DATASET]
 
 Every verb takes ``--db URL`` (default: the store the UI uses, ``R1WB_DB_URL`` or
 ``workbench_data/workbench.db``).
@@ -64,9 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = verb("export-rollouts", "write every rollout of a run as jsonl")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--out", required=True)
-    sp = verb("export-dataset", "write a dataset's kept rows as jsonl")
-    sp.add_argument("dataset_id", type=int)
-    sp.add_argument("--out", required=True)
+    _curation_verbs(verb)
     # Internal verbs used by the background processes.
     sp = verb("_pipeline", argparse.SUPPRESS)
     sp.add_argument("--run", type=int, required=True)
@@ -95,6 +104,12 @@ def _wait(wb, run_id: int) -> int:
                               for s in status["stages"])
             print(line, file=sys.stderr, flush=True)
             last_states, last_print = states, time.time()
+            for s in status["stages"]:  # a stage waiting for review says what it waits for
+                waiting_for = (s.get("summary") or {}).get("waiting_for_dataset")
+                if s["status"] == "waiting" and waiting_for is not None:
+                    print(f"stage {s['id']} waits for review of dataset {waiting_for}: "
+                          f"python -m backend rows {waiting_for}; review ... --yes; "
+                          f"mark-ready {waiting_for}", file=sys.stderr, flush=True)
         if status["status"] in ("completed", "failed", "stopped", "interrupted"):
             break
         time.sleep(1.0)
@@ -115,6 +130,166 @@ def _wait(wb, run_id: int) -> int:
             print(f"stage {s['id']} ({s['kind']}) {s['status']}: {s['error']}", file=sys.stderr)
     print(f"run {run_id}: {status['status']}")
     return 0 if status["status"] == "completed" else 1
+
+
+# ------------------------------------------------------------------------------ curation verbs
+def _filter_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--status", action="append", default=[],
+                    help="pending | accepted | rejected | edited (repeat for any of them)")
+    sp.add_argument("--source", default=None, help="reasoning | non_reasoning | ...")
+    sp.add_argument("--prompt", default=None, help="exactly this prompt (all its candidates)")
+    sp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="a provenance field: key=value, key=a|b, key=low..high (inclusive, "
+                         "either end optional); nested as rule_scores.accuracy=1")
+    sp.add_argument("--search", default=None, help="keyword in prompt, completion or answer")
+    sp.add_argument("--row", dest="row_ids", action="append", type=int, default=None,
+                    metavar="ROW_ID", help="only these rows (repeat)")
+
+
+def _curation_verbs(verb) -> None:
+    sp = verb("datasets", "list datasets with their review queues")
+    sp.add_argument("run_id", type=int, nargs="?")
+    sp = verb("rows", "list a dataset's rows through filters")
+    sp.add_argument("dataset_id", type=int)
+    _filter_args(sp)
+    sp.add_argument("--sort", default="row_index",
+                    help="row_index | status | version | chars | any provenance field")
+    sp.add_argument("--desc", action="store_true", help="sort descending")
+    sp.add_argument("--limit", type=int, default=None)
+    sp.add_argument("--offset", type=int, default=0)
+    sp.add_argument("--json", action="store_true", help="one JSON object per row")
+    sp = verb("review", "accept / reject every row a filter matches (asks for --yes)")
+    sp.add_argument("dataset_id", type=int)
+    action = sp.add_mutually_exclusive_group(required=True)
+    for flag, status in (("--accept", "accepted"), ("--reject", "rejected"),
+                         ("--pending", "pending")):
+        action.add_argument(flag, dest="to_status", action="store_const", const=status)
+    _filter_args(sp)
+    sp.add_argument("--yes", action="store_true", help="apply (without it: only the count)")
+    sp.add_argument("--author", default=None, help="recorded with the change (default: OS user)")
+    sp = verb("edit", "edit a row's completion / prompt / answer in place")
+    sp.add_argument("row_id", type=int)
+    for field in ("completion", "prompt", "answer"):
+        sp.add_argument(f"--{field}", default=None, metavar="TEXT",
+                        help=f"new {field} ('-' reads it from stdin)")
+    sp.add_argument("--expect-version", type=int, default=None, metavar="N",
+                    help="refuse the edit if the row changed since version N")
+    sp.add_argument("--author", default=None)
+    sp = verb("undo", "undo a dataset's newest curation action")
+    sp.add_argument("dataset_id", type=int)
+    sp.add_argument("--author", default=None)
+    sp = verb("mark-ready", "mark a dataset reviewed: a waiting SFT stage starts training")
+    sp.add_argument("dataset_id", type=int)
+    sp.add_argument("--unready", action="store_true", help="take the mark back")
+    sp.add_argument("--author", default=None)
+    sp = verb("snapshots", "list frozen training snapshots")
+    sp.add_argument("dataset_id", type=int, nargs="?")
+    sp = verb("export-dataset", "write a dataset's accepted rows (or a snapshot) with provenance")
+    sp.add_argument("dataset_id", type=int)
+    sp.add_argument("--out", required=True,
+                    help="inside the data folder; a relative path goes to <data>/exports/")
+    sp.add_argument("--format", default="jsonl", choices=("jsonl", "parquet", "hf"))
+    sp.add_argument("--snapshot", default=None, help="a snapshot id or content-hash prefix")
+    sp.add_argument("--status", default="accepted",
+                    help="accepted (default) | pending | rejected | edited | all")
+    sp = verb("import-dataset", "import a jsonl / parquet / HF folder as a new dataset")
+    sp.add_argument("path")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--parent", type=int, default=None,
+                    help="the dataset this file is a new version of")
+    sp.add_argument("--allow-extra-columns", action="store_true",
+                    help="keep unknown columns as provenance instead of refusing the file")
+
+
+def _row_filter(wb, args):
+    return wb.make_filter(status=args.status or None, source=args.source, prompt=args.prompt,
+                          search=args.search, where=args.where, row_ids=args.row_ids)
+
+
+def _one_line(text, width: int) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def _curation(wb, args):
+    """Run a curation verb; None when ``args.verb`` is not one."""
+    if args.verb == "datasets":
+        for ds in wb.datasets(args.run_id):
+            q = wb.queue_counts(ds.id)
+            print(f"{ds.id}	{ds.name}	{ds.kind}	run {ds.run_id or '-'}	{ds.size} rows	"
+                  f"pending {q['pending']} accepted {q['accepted']} rejected {q['rejected']} "
+                  f"edited {q['edited']}	{'ready' if ds.ready else 'in review'}")
+        return 0
+    if args.verb == "rows":
+        rows = wb.curation_rows(args.dataset_id, _row_filter(wb, args), sort=args.sort,
+                                descending=args.desc, limit=args.limit, offset=args.offset)
+        for row in rows:
+            if args.json:
+                print(json.dumps({"id": row.id, "row_index": row.row_index, "status": row.status,
+                                  "edited": row.edited, "version": row.version,
+                                  "prompt": row.prompt, "completion": row.completion,
+                                  "answer": row.answer, "source": row.source, "meta": row.meta},
+                                 ensure_ascii=False, default=str))
+            else:
+                print(f"{row.id}	#{row.row_index}	{row.status}{'*' if row.edited else ''}	"
+                      f"v{row.version}	{_one_line(row.prompt, 30)}	"
+                      f"{_one_line(row.completion, 70)}")
+        if not args.json:
+            print(f"{len(rows)} rows", file=sys.stderr)
+        return 0
+    if args.verb == "review":
+        flt = _row_filter(wb, args)
+        preview = wb.bulk_review(args.dataset_id, flt, args.to_status, dry_run=True)
+        print(preview.describe())
+        if not args.yes:
+            print("nothing changed; add --yes to apply", file=sys.stderr)
+            return 2
+        done = wb.bulk_review(args.dataset_id, flt, args.to_status, author=args.author)
+        print(done.describe() + " (undo: python -m backend undo %d)" % args.dataset_id)
+        return 0
+    if args.verb == "edit":
+        changes = {f: getattr(args, f) for f in ("completion", "prompt", "answer")
+                   if getattr(args, f) is not None}
+        if not changes:
+            print("error: give --completion, --prompt or --answer", file=sys.stderr)
+            return 2
+        version = args.expect_version
+        for field, value in changes.items():
+            if value == "-":
+                value = sys.stdin.read()
+            row = wb.edit_row(args.row_id, field, value, expected_version=version,
+                              author=args.author)
+            version = None if version is None else row.version
+        print(f"row {row.id} (#{row.row_index}) is now version {row.version}")
+        return 0
+    if args.verb == "undo":
+        done = wb.undo(args.dataset_id, author=args.author)
+        print(done or "nothing to undo")
+        return 0
+    if args.verb == "mark-ready":
+        ds = wb.mark_ready(args.dataset_id, not args.unready, author=args.author)
+        print(f"dataset {ds.id} ({ds.name}) is "
+              + (f"ready ({wb.queue_counts(ds.id)['accepted']} accepted rows)" if ds.ready
+                 else "back in review"))
+        return 0
+    if args.verb == "snapshots":
+        for snap in wb.snapshots(args.dataset_id):
+            print(f"{snap.id}	dataset {snap.dataset_id}	stage {snap.stage_id or '-'}	"
+                  f"{snap.size} rows	{snap.content_hash}	{snap.created_at:%Y-%m-%d %H:%M}")
+        return 0
+    if args.verb == "export-dataset":
+        status = None if args.status == "all" else args.status
+        result = wb.export_dataset(args.dataset_id, args.out, fmt=args.format,
+                                   snapshot=args.snapshot, status=status)
+        print(f"wrote {result.rows} rows to {result.path}")
+        return 0
+    if args.verb == "import-dataset":
+        ds = wb.import_dataset(args.path, args.name, parent=args.parent,
+                               allow_extra=args.allow_extra_columns)
+        print(f"{ds.id}	{ds.name}: {ds.size} rows imported"
+              + (f" as a new version of dataset {ds.parent_id}" if ds.parent_id else ""))
+        return 0
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,10 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             n = wb.export_rollouts(args.run_id, args.out)
             print(f"wrote {n} rollouts to {args.out}")
             return 0
-        if args.verb == "export-dataset":
-            n = wb.export_dataset(args.dataset_id, args.out)
-            print(f"wrote {n} rows to {args.out}")
-            return 0
+        code = _curation(wb, args)
+        if code is not None:
+            return code
     except (ConfigError, StoreError, WorkbenchError, KeyError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2

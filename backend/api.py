@@ -2,26 +2,27 @@
 commands, and starts detached background processes. Importing it never imports torch."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from backend import recipes, runner, steering
+from backend import curation, recipes, runner, steering
 from backend import analysis
 from backend.stages.common import ConfigError
-from storage import Store, StoreError
+from storage import EditConflict, Store, StoreError
 from storage import records as r
 from storage.store import StageVersion
 from storage.records import (  # noqa: F401  re-exported for pages
-    ACTIVE_STATES, COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
-    STOPPED, TERMINAL_STATES,
+    ACCEPTED, ACTIVE_STATES, COMPLETED, EDITED, FAILED, INTERRUPTED, PAUSED, PENDING, QUEUED,
+    REJECTED, RESUMABLE_STATES, ROW_STATUSES, RUNNING, STOPPED, TERMINAL_STATES, WAITING,
+    RowFilter,
 )
 
-__all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError"]
+__all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError", "EditConflict"]
 
 
 class WorkbenchError(RuntimeError):
@@ -172,9 +173,10 @@ class Workbench:
 
     def pause(self, stage_id: int) -> str:
         stage = self.get_stage(stage_id)
-        if stage.status != r.RUNNING:
-            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a running stage "
-                                 f"can be paused")
+        # A stage waiting for review pauses too (and goes back to waiting on resume).
+        if stage.status not in (r.RUNNING, r.WAITING):
+            raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a running or "
+                                 f"waiting stage can be paused")
         self.store.add_command(stage_id, "pause")
         return "pause requested: takes effect at the next step boundary"
 
@@ -346,24 +348,148 @@ class Workbench:
         from backend.rewards import describe_reward
         return describe_reward(name)
 
+    # -- curation (backend.curation) -------------------------------------------------------
+    # Input a user can get wrong raises WorkbenchError with what to fix; a save on a stale
+    # version raises EditConflict (a StoreError) carrying the newer row.
+    @staticmethod
+    def make_filter(**kwargs: Any) -> r.RowFilter:
+        """A row filter: status, source, prompt, search, where=["key=value", "k=lo..hi"],
+        meta={...}, ranges={...}, row_ids=[...] (see ``backend.curation.make_filter``)."""
+        with _curation_errors():
+            return curation.make_filter(**kwargs)
+
+    def datasets(self, run_id: Optional[int] = None) -> list[r.Dataset]:
+        return self.store.datasets(run_id)
+
+    def get_dataset(self, dataset_id: int) -> r.Dataset:
+        return self.store.get_dataset(dataset_id)
+
+    def curation_rows(self, dataset_id: int, flt: Optional[r.RowFilter] = None, *,
+                      sort: str = "row_index", descending: bool = False,
+                      limit: Optional[int] = None, offset: int = 0) -> list[r.CuratedRow]:
+        with _curation_errors():
+            return curation.list_rows(self.store, dataset_id, flt, sort=sort,
+                                      descending=descending, limit=limit, offset=offset)
+
+    def count_rows(self, dataset_id: int, flt: Optional[r.RowFilter] = None) -> int:
+        with _curation_errors():
+            return self.store.count_rows(dataset_id, flt)
+
+    def queue_counts(self, dataset_id: int) -> dict[str, int]:
+        return curation.queue_counts(self.store, dataset_id)
+
+    def get_row(self, row_id: int) -> r.CuratedRow:
+        return self.store.get_row(row_id)
+
+    def review_row(self, row_id: int, status: str, *, expected_version: Optional[int] = None,
+                   author: Optional[str] = None) -> r.CuratedRow:
+        """Accept / reject / reset one row (``status``: accepted | rejected | pending)."""
+        with _curation_errors():
+            return curation.review_row(self.store, row_id, status,
+                                       expected_version=expected_version, author=author)
+
+    def bulk_review(self, dataset_id: int, flt: Optional[r.RowFilter], status: str, *,
+                    author: Optional[str] = None, dry_run: bool = False) -> curation.BulkResult:
+        """Set the status of every row the filter matches (one undoable action); ``dry_run``
+        only counts, for the confirmation."""
+        with _curation_errors():
+            return curation.bulk_review(self.store, dataset_id, flt, status, author=author,
+                                        dry_run=dry_run)
+
+    def edit_row(self, row_id: int, field: str, value: Optional[str], *,
+                 expected_version: Optional[int], author: Optional[str] = None) -> r.CuratedRow:
+        with _curation_errors():
+            return curation.edit_row(self.store, row_id, field, value,
+                                     expected_version=expected_version, author=author)
+
+    def undo(self, dataset_id: int, author: Optional[str] = None) -> Optional[str]:
+        return curation.undo(self.store, dataset_id, author)
+
+    def curation_history(self, dataset_id: int, limit: int = 200) -> list[r.CurationAction]:
+        return self.store.curation_history(dataset_id, limit)
+
+    def action_edits(self, action_id: int) -> list[r.RowEdit]:
+        return self.store.action_edits(action_id)
+
+    def row_history(self, row_id: int) -> list[dict[str, Any]]:
+        return self.store.row_edits(row_id)
+
+    def row_diff(self, row_id: int, field: str = "completion") -> curation.RowDiff:
+        return curation.row_diff(self.store, row_id, field)
+
+    def prompt_candidates(self, dataset_id: int, prompt: str) -> list[r.CuratedRow]:
+        return curation.prompt_candidates(self.store, dataset_id, prompt)
+
+    def duplicate_clusters(self, dataset_id: int, flt: Optional[r.RowFilter] = None,
+                           threshold: float = curation.NEAR_DUPLICATE_RATIO,
+                           ) -> list[curation.DuplicateCluster]:
+        with _curation_errors():
+            return curation.duplicate_clusters(self.store, dataset_id, flt, threshold=threshold)
+
+    def dataset_stats(self, dataset_id: int,
+                      flt: Optional[r.RowFilter] = None) -> dict[str, list[float]]:
+        with _curation_errors():
+            return curation.stats(self.store, dataset_id, flt)
+
+    def mark_ready(self, dataset_id: int, ready: bool = True,
+                   author: Optional[str] = None) -> r.Dataset:
+        """Review done (or not): an SFT stage waiting on this dataset starts training."""
+        return self.store.set_ready(dataset_id, ready, author=author)
+
+    def snapshots(self, dataset_id: Optional[int] = None,
+                  stage_id: Optional[int] = None) -> list[r.Snapshot]:
+        return self.store.snapshots(dataset_id, stage_id=stage_id)
+
+    def snapshot_rows(self, snapshot_id: int) -> list[r.SnapshotRow]:
+        return self.store.snapshot_rows(snapshot_id)
+
+    def import_dataset(self, path: str, name: str, parent: Optional[int] = None,
+                       allow_extra: bool = False) -> r.Dataset:
+        with _curation_errors():
+            dataset_id = curation.import_rows(self.store, path, name=name, parent=parent,
+                                              allow_extra=allow_extra)
+        return self.store.get_dataset(dataset_id)
+
     # -- export ----------------------------------------------------------------------------
     def export_rollouts(self, run_id: int, out: str) -> int:
+        """Every rollout of a run as jsonl (written by ``datasets``), in chunks so a long run
+        never sits in memory at once."""
+        import datasets
+        from datasets import Dataset
+
+        datasets.disable_progress_bars()
         self.store.get_run(run_id)
-        n = 0
-        with open(out, "w") as f:
+        n, chunk = 0, []
+        with open(out, "wb") as f:
             for row in self.store.iter_rollouts(run_id):
-                f.write(json.dumps(row) + "\n")
-                n += 1
+                chunk.append(row)
+                if len(chunk) == 5000:
+                    Dataset.from_list(chunk).to_json(f, force_ascii=False, double_precision=15)
+                    n, chunk = n + len(chunk), []
+            if chunk:
+                Dataset.from_list(chunk).to_json(f, force_ascii=False, double_precision=15)
+                n += len(chunk)
         return n
 
-    def export_dataset(self, dataset_id: int, out: str) -> int:
-        rows = self.store.dataset_rows(dataset_id, status="kept")
-        with open(out, "w") as f:
-            for row in rows:
-                f.write(json.dumps({"prompt": row.prompt, "completion": row.completion,
-                                    "answer": row.answer, "source": row.source, **row.meta})
-                        + "\n")
-        return len(rows)
+    def export_dataset(self, dataset_id: int, out: str, fmt: str = "jsonl",
+                       snapshot: Optional[str] = None,
+                       status: Optional[str] = ACCEPTED) -> curation.ExportResult:
+        """A dataset's accepted rows (``status=None``: all; or a snapshot's frozen rows) with
+        provenance columns, as jsonl / parquet / an HF dataset folder inside the data folder."""
+        self.store.get_dataset(dataset_id)
+        with _curation_errors():
+            return curation.export_rows(self.store, dataset_id, out, fmt=fmt,
+                                        snapshot=snapshot, status=status)
+
+
+@contextmanager
+def _curation_errors() -> Iterator[None]:
+    try:
+        yield
+    except (curation.CurationError, ValueError) as exc:
+        if isinstance(exc, (ConfigError, KeyError)):
+            raise
+        raise WorkbenchError(str(exc)) from exc
 
 
 def _kill(pid: int) -> None:

@@ -80,15 +80,15 @@ _MISSING = object()
 _LEGACY_STATUS = {"kept": r.ACCEPTED}
 
 
-def meta_value(meta: dict[str, Any], key: str) -> Any:
+def meta_value(meta: dict[str, Any], key: str, default: Any = _MISSING) -> Any:
     """A provenance field; a dotted key reaches into nested dicts (``rule_scores.accuracy``).
-    Returns ``_MISSING`` when absent."""
+    Returns ``default`` when absent."""
     if key in meta:
         return meta[key]
     value: Any = meta
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
-            return _MISSING
+            return default
         value = value[part]
     return value
 

@@ -15,6 +15,7 @@ from typing import Callable
 from backend import steering
 from backend.contract import DATASET, EVAL_RESULTS, MODEL, PROBLEMS, Port
 from backend.stages import evaluate, grpo, judge, pretrain, rejection
+from backend.stages import sft
 from backend.stages.common import StageConfig
 
 
@@ -80,6 +81,20 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
         },
         outputs={"dataset": DATASET},
         live=(steering.TEMPERATURE,),
+    ),
+    StageKind(
+        "sft", sft.SFTStageConfig, sft.run,
+        inputs={
+            "model": Port(MODEL, "the model to fine-tune", config_field="model_path"),
+            "dataset": Port(DATASET, "curated rows: the stage waits until the dataset is "
+                            "marked ready, then trains on a frozen snapshot of the accepted "
+                            "ones; unwired = cold start", optional=True, config_field="dataset"),
+            "problems": Port(PROBLEMS, "held-out problems (scored at the end, never trained "
+                             "on); a synthetic source sets the cold-start examples' digits",
+                             optional=True),
+        },
+        outputs={"model": MODEL, "dataset": DATASET},
+        live=steering.TRAINER_PARAMS,
     ),
 )}
 

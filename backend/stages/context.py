@@ -163,7 +163,10 @@ class StageContext:
             if not self.paused:
                 self.paused = True
                 # With the step it paused at (the tick may not have written it yet).
-                self.store.transition(self.stage.id, [r.RUNNING], r.PAUSED, step=self.step)
+                # A stage waiting for review pauses too; on resume it goes back to running
+                # and the waiting loop (backend/stages/sft.py) marks it waiting again.
+                self.store.transition(self.stage.id, [r.RUNNING, r.WAITING], r.PAUSED,
+                                      step=self.step)
             return "paused", None
         if cmd.kind == "resume":
             if self.paused:

@@ -35,6 +35,18 @@ def full_completion(a: int, b: int) -> str:
     return f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}"
 
 
+def cold_start_completion(a: int, b: int) -> str:
+    """A cold-start example: the worked column sums in ``<think>``, then a readable summary,
+    then the answer: ``<think>8+3+0=11,7+5+1=13,5+8+1=14</think>578+853=1431<answer>1431</answer>``.
+
+    R1's cold-start data puts a summary for the reader after the reasoning. The tiny
+    tokenizer spells only digits, ``+ - * = ,`` and the four tags, so the summary is the whole
+    equation with its result (``578+853=1431``): what a reader needs, without the column work."""
+    summary = f"{a}+{b}={a + b}"
+    return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{summary}"
+            f"{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}")
+
+
 @dataclass(frozen=True)
 class AdditionTask:
     min_digits: int = 1
@@ -94,6 +106,16 @@ class AdditionTask:
 
     def train_problems(self, n: int, seed: int, distinct: bool = False) -> list[Problem]:
         return [self.problem(a, b) for a, b in self.train_pairs(n, seed, distinct)]
+
+    def cold_start_examples(self, n: int, seed: int) -> list[dict[str, str]]:
+        """``n`` prompt / completion pairs for cold-start SFT (:func:`cold_start_completion`),
+        none of them held out; distinct problems while the task has enough of them."""
+        try:
+            pairs = self.train_pairs(n, seed + 11, distinct=True)
+        except ValueError:  # e.g. 1-digit operands: only 100 problems exist
+            pairs = self.train_pairs(n, seed + 11)
+        return [{"prompt": self.problem(a, b).prompt, "completion": cold_start_completion(a, b),
+                 "answer": str(a + b)} for a, b in pairs]
 
     def pretraining_corpus(self, n: int, seed: int, think_share: float = 0.3,
                            answer_share: float = 0.2) -> list[str]:
