@@ -146,9 +146,8 @@ class Workbench:
                 "inputs": {name: resolved(ref) for name, ref in s.inputs.items()},
                 "outputs": s.outputs, "params": s.params, "summary": s.summary,
             }
-            warning = getattr(self, "collapse_warning", None)
-            if s.kind == "grpo" and warning is not None and s.status != r.QUEUED:
-                entry["collapse_warning"] = warning(s.id)
+            if s.kind == "grpo" and s.status != r.QUEUED:
+                entry["collapse_warning"] = self.collapse_warning(s.id)
             stages.append(entry)
         return {"run_id": run.id, "status": run.status, "stages": stages}
 
