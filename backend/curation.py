@@ -31,6 +31,9 @@ PROVENANCE_FIELDS = (
     "judge_verdict", "judge_rationale", "judge_correct", "finish_reason",
     "is_reasoning_complete", "pass_count", "n_candidates", "length", "language_mixing",
     "duplicate_of",
+    # also written by the rejection stage (backend/stages/rejection.py)
+    "stage_key", "source_stage", "judge_model", "prompt_index", "pass_rate", "reject_reasons",
+    "origin", "source_row",
 )
 CORE_COLUMNS = ("prompt", "completion", "answer", "source", "status")
 # Written by an export to say where a row came from; an import keeps ``row_id`` as
@@ -563,8 +566,9 @@ def _read_any(path: Path) -> list[dict[str, Any]]:
     return _read_jsonl(path)
 
 
-def _known_column(name: str) -> bool:
-    if name in CORE_COLUMNS or name in BOOKKEEPING_COLUMNS or name in PROVENANCE_FIELDS:
+def _known_column(name: str, parent_fields: set[str]) -> bool:
+    if (name in CORE_COLUMNS or name in BOOKKEEPING_COLUMNS or name in PROVENANCE_FIELDS
+            or name in parent_fields):
         return True
     head = name.split(".", 1)[0]
     return head == "meta" or ("." in name and head in PROVENANCE_FIELDS)
@@ -591,8 +595,8 @@ def import_rows(store: Store, path: str | Path, *, name: str, parent: Optional[i
                 allow_extra: bool = False) -> int:
     """Import a jsonl (or parquet / HF folder) as a new dataset; ``parent``: the dataset it
     is a new version of. Columns: prompt and completion (required), answer, source, status
-    (pending when absent), the provenance fields (flat, ``rule_scores.accuracy``) and the
-    bookkeeping an export writes. Unknown columns are refused unless ``allow_extra`` (then
+    (pending when absent), the provenance fields (flat, ``rule_scores.accuracy``; with a
+    ``parent``, every field its rows carry) and the bookkeeping an export writes. Unknown columns are refused unless ``allow_extra`` (then
     kept in ``meta``). Returns the new dataset's id."""
     path = Path(path).expanduser()
     if not name.strip():
@@ -607,7 +611,10 @@ def import_rows(store: Store, path: str | Path, *, name: str, parent: Optional[i
     if missing:
         raise CurationError(f"{path} has no {' and no '.join(missing)} column; columns found: "
                             f"{', '.join(columns)}")
-    unknown = [c for c in columns if not _known_column(c)]
+    # A new version of a dataset may carry every provenance field its parent's rows have.
+    parent_fields = ({key for row in store.query_rows(parent, limit=2000)
+                      for key in flatten(row.meta)} if parent is not None else set())
+    unknown = [c for c in columns if not _known_column(c, parent_fields)]
     if unknown and not allow_extra:
         raise CurationError(
             f"{path} has unknown column(s) {', '.join(unknown)}. Known: "

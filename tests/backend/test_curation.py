@@ -298,6 +298,17 @@ def test_bad_import_files_are_refused_clearly(wb, tmp_path, content, message):
     assert wb.datasets() == []  # nothing half-imported
 
 
+def test_a_new_version_may_carry_its_parents_own_fields(wb, tmp_path):
+    parent = wb.store.create_dataset("custom", "rejection", [
+        {"prompt": "q", "completion": "c", "status": ACCEPTED,
+         "meta": {"grader": {"name": "mine", "score": 0.5}, "reject_reasons": []}}])
+    result = wb.export_dataset(parent, "custom.jsonl")
+    with pytest.raises(WorkbenchError, match=re.escape("unknown column(s) grader.name")):
+        wb.import_dataset(str(result.path), "no parent")
+    child = wb.import_dataset(str(result.path), "v2", parent=parent)
+    assert wb.curation_rows(child.id)[0].meta["grader"] == {"name": "mine", "score": 0.5}
+
+
 def test_import_extra_columns_when_asked_and_utf8_text(wb, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('\ufeff{"prompt": "3+4=", "completion": "sieben ✓", "score": 1,'
