@@ -26,6 +26,9 @@ class RecipeStage:
     kind: str
     name: str  # what the UI shows
     inputs: tuple[tuple[str, str], ...] = ()  # (input, "stage_key.output")
+    # Settings this recipe gives the stage (its role: "reasoning RL" adds the language
+    # reward); presets and --set still override them.
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,10 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any]) -> list[StageSp
     specs = []
     for stage in RECIPES[recipe].stages:
         values = dict(STAGE_CONFIGS[stage.kind]().to_dict())
+        values.update(dict(stage.settings))
+        # A preset sizes every stage of a kind, then (more specific) one stage by its key.
         values.update(PRESETS[preset].get(stage.kind, {}))
+        values.update(PRESETS[preset].get(stage.key, {}))
         specs.append(StageSpec(kind=stage.kind, name=stage.name, config=values, key=stage.key,
                                inputs=dict(stage.inputs)))
     return apply_sets(specs, sets, f"recipe {recipe!r}")
