@@ -847,13 +847,19 @@ class Store:
                      limit: Optional[int] = None, offset: int = 0) -> list[r.CuratedRow]:
         if s.get(m.DatasetRow, dataset_id) is None:
             raise KeyError(f"dataset {dataset_id} does not exist")
-        query = (select(m.DatasetItemRow, self._edited_clause().label("edited"))
-                 .where(*self._row_conditions(dataset_id, flt))
-                 .order_by(m.DatasetItemRow.row_index))
+        # Columns, not ORM objects: a 20,000-row dataset comes back several times faster.
+        t = m.DatasetItemRow
+        query = (select(t.id, t.dataset_id, t.row_index, t.prompt, t.completion, t.answer,
+                        t.source, t.status, t.meta_json, t.updated_at, t.version,
+                        self._edited_clause().label("edited"))
+                 .where(*self._row_conditions(dataset_id, flt)).order_by(t.row_index))
         by_meta = flt is not None and (flt.meta or flt.ranges)
         if not by_meta and limit is not None:
             query = query.limit(limit).offset(offset)
-        rows = [_curated(row, bool(edited)) for row, edited in s.execute(query).all()]
+        rows = [r.CuratedRow(id=i, dataset_id=d, row_index=ri, prompt=p, completion=c, answer=a,
+                             source=src, status=st, meta=json.loads(mj), updated_at=u,
+                             version=v, edited=bool(e))
+                for i, d, ri, p, c, a, src, st, mj, u, v, e in s.execute(query).all()]
         if by_meta:
             # Provenance lives in a JSON column whose fields differ per dataset: matched here
             # rather than with each database's own JSON functions (linear in the rows the
@@ -1002,23 +1008,34 @@ class Store:
                 .order_by(m.CurationActionRow.id.desc()).limit(1)).first()
             if action is None:
                 return None
-            edits = s.scalars(select(m.RowEditRow).where(m.RowEditRow.action_id == action.id)
-                              .order_by(m.RowEditRow.id.desc())).all()
+            e = m.RowEditRow
+            edits = s.execute(select(e.row_id, e.field, e.old_value)
+                              .where(e.action_id == action.id).order_by(e.id.desc())).all()
             at = now()
-            rows = {}
-            for edit in edits:
-                row = rows.get(edit.row_id) or s.get(t, edit.row_id)
-                rows[edit.row_id] = row
-                setattr(row, edit.field, edit.old_value)
-                edit.undone = True
-            for row in rows.values():
-                row.updated_at = at
-                row.version += 1
+            # Newest edit first; one UPDATE per (field, old value) and chunk of rows, so
+            # undoing a bulk action over 10,000 rows is a few statements, not 10,000.
+            rows = [row_id for row_id, _, _ in edits]
+            if len(set(rows)) == len(rows):
+                groups: dict[tuple[str, Optional[str]], list[int]] = {}
+                for row_id, field, old in edits:
+                    groups.setdefault((field, old), []).append(row_id)
+                steps = [(field, old, ids) for (field, old), ids in groups.items()]
+            else:  # a row changed twice by one action: restore edit by edit
+                steps = [(field, old, [row_id]) for row_id, field, old in edits]
+            for field, old, ids in steps:
+                for i in range(0, len(ids), 500):
+                    s.execute(update(t).where(t.id.in_(ids[i:i + 500]))
+                              .values({field: old, "updated_at": at}))
+            unique = list(dict.fromkeys(rows))
+            for i in range(0, len(unique), 500):
+                s.execute(update(t).where(t.id.in_(unique[i:i + 500]))
+                          .values(version=t.version + 1))
+            s.execute(update(e).where(e.action_id == action.id).values(undone=True))
             action.undone, action.undone_at, action.undone_by = True, at, author
             if len(edits) == 1:
-                row = rows[edits[0].row_id]
-                return f"row {row.row_index}: {edits[0].field} restored"
-            return f"undone: {action.description} ({len(rows)} rows restored)"
+                row_index = s.scalar(select(t.row_index).where(t.id == edits[0].row_id))
+                return f"row {row_index}: {edits[0].field} restored"
+            return f"undone: {action.description} ({len(unique)} rows restored)"
 
     def row_edits(self, row_id: int) -> list[dict[str, Any]]:
         with self.session() as s:
