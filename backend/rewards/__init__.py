@@ -46,6 +46,13 @@ from backend.rewards.repetition import (
     make_repetition_penalty,
     repetition,
 )
+from backend.rewards.summary import (
+    SUMMARY_MAX_CHARS,
+    SUMMARY_MIN_SHARE,
+    SUMMARY_RESTATES_ANSWER,
+    check_summary_options,
+    readable_summary,
+)
 
 REWARD_FUNCTIONS: dict[str, Callable[..., list[float | None]]] = {
     "accuracy": accuracy,
@@ -55,6 +62,7 @@ REWARD_FUNCTIONS: dict[str, Callable[..., list[float | None]]] = {
     "length": length,
     "cosine_length": cosine_length,
     "repetition": repetition,
+    "readable_summary": readable_summary,
 }
 
 _DESCRIPTIONS = {
@@ -73,6 +81,10 @@ _DESCRIPTIONS = {
     "repetition": (
         f"Penalty for repeated word {NGRAM_SIZE}-grams or {CHAR_NGRAM_SIZE}-character runs: 0 with no repeats "
         "down to -1 for a text that only repeats."
+    ),
+    "readable_summary": (
+        "1 if a short summary in the target language sits between </think> and <answer> and states "
+        "the answer, else 0."
     ),
 }
 
@@ -96,6 +108,9 @@ REWARD_OPTIONS: dict[str, tuple[str, Any]] = {
     "repetition_ngram_size": ("repetition", NGRAM_SIZE),
     "repetition_max_penalty": ("repetition", MAX_PENALTY),
     "repetition_char_ngram_size": ("repetition", CHAR_NGRAM_SIZE),
+    "summary_max_chars": ("readable_summary", SUMMARY_MAX_CHARS),
+    "summary_min_share": ("readable_summary", SUMMARY_MIN_SHARE),
+    "summary_restates_answer": ("readable_summary", SUMMARY_RESTATES_ANSWER),
 }
 
 
@@ -137,6 +152,7 @@ def validate_reward_options(names: list[str], options: dict[str, Any] | None = N
     normalize_language(_option(options, "language"))
     check_cosine_options(**_settings(options, "cosine_"))
     check_repetition_options(**_settings(options, "repetition_"))
+    check_summary_options(**_settings(options, "summary_"))
 
 
 def build_reward_functions(names: list[str], options: dict[str, Any] | None = None) -> list[Callable[..., Any]]:
@@ -155,6 +171,13 @@ def build_reward_functions(names: list[str], options: dict[str, Any] | None = No
         elif name == "language_consistency":
             function = functools.partial(
                 language_consistency, language=normalize_language(_option(options, "language"))
+            )
+            function.__name__ = name  # type: ignore[attr-defined]
+        elif name == "readable_summary":
+            function = functools.partial(
+                readable_summary,
+                language=normalize_language(_option(options, "language")),
+                **_settings(options, "summary_"),
             )
             function.__name__ = name  # type: ignore[attr-defined]
         else:
@@ -181,6 +204,7 @@ __all__ = [
     "length",
     "make_cosine_length",
     "make_repetition_penalty",
+    "readable_summary",
     "repetition",
     "split_think_answer",
     "tag_count",

@@ -6,7 +6,10 @@ import pytest
 
 from backend.rewards import REWARD_FUNCTIONS, build_reward_functions, describe_reward, validate_reward_options
 
-NAMES = ["accuracy", "format", "tag_count", "language_consistency", "length", "cosine_length", "repetition"]
+NAMES = [
+    "accuracy", "format", "tag_count", "language_consistency", "length", "cosine_length", "repetition",
+    "readable_summary",
+]
 
 COMPLETIONS = [
     "<think>3+8+0=11,7+5+1=13</think><answer>1431</answer>",  # tiny model, right
