@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import DatasetArtifact, ModelArtifact, ProblemSource
-from backend.stages.common import ConfigError, StageConfig, seed_everything, trainer_args
+from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
+                                   seed_everything, trainer_args)
 from backend.stages.context import StageContext, StageStopped, attach_trainer
 from storage import records as r
 
@@ -90,6 +91,8 @@ class SFTStageConfig(StageConfig):
         if self.eval_problems < 0:
             raise ConfigError("eval_problems must be 0 (no eval) or more")
         check_template(self.prompt_template)
+        check_model_path("model_path", self.model_path)
+        check_data_path("dataset", self.dataset)
         try:
             LEARNING_RATE.parse(self.learning_rate)
         except SteeringError as exc:

@@ -62,10 +62,29 @@ def test_cold_start_examples_are_spelled_in_the_tiny_vocabulary():
     ({"min_digits": 4, "max_digits": 2}, "min_digits"),
     ({"auto_accept": "maybe"}, "auto_accept"),
     ({"epoch": 1}, "unknown setting"),
+    ({"model_path": "/no/such/model"}, "model_path: /no/such/model does not exist"),
+    ({"dataset": "/no/such/file.jsonl"}, "dataset: /no/such/file.jsonl does not exist"),
 ])
 def test_bad_config_is_refused_with_the_setting_named(values, message):
     with pytest.raises(ConfigError, match=message):
         SFTStageConfig.from_dict(values)
+
+
+def test_cold_start_from_a_file(tmp_path):
+    from backend.stages.sft import _cold_start_rows
+    from backend.tasks.loaders import DatasetError
+
+    path = tmp_path / "cot.jsonl"
+    path.write_text('{"question": "2+2=", "solution": "<think>2+2=4</think>4<answer>4</answer>"'
+                    ', "answer": 4}\n', encoding="utf-8")
+    cfg = SFTStageConfig(dataset=str(path), prompt_column="question",
+                         completion_column="solution")
+    (row,) = _cold_start_rows(cfg, None)
+    assert (row["prompt"], row["answer"], row["status"]) == ("2+2=", "4", ACCEPTED)
+    assert row["completion"] == "<think>2+2=4</think>4<answer>4</answer>"
+    assert row["meta"] == {"file": str(path), "file_row": 0}
+    with pytest.raises(DatasetError, match="set sft.completion_column="):
+        _cold_start_rows(SFTStageConfig(dataset=str(path), prompt_column="question"), None)
 
 
 @pytest.mark.parametrize("steps,epochs,rows,batch,expected", [
