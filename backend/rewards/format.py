@@ -5,6 +5,10 @@ partial-credit version, which gives a signal earlier in training when no complet
 well-formed yet. Whitespace between the tags is optional: the tiny model writes
 ``<think>3+8+0=11,7+5+1=13</think><answer>1431</answer>`` with no spaces or newlines.
 
+Between ``</think>`` and ``<answer>`` R1 (not R1-Zero) writes a short readable summary of its
+reasoning; the strict format allows it there (``readable_summary`` rewards its quality), and
+nowhere else.
+
 (The function here is named ``format`` so that TRL logs it as ``rewards/format``; it shadows the
 builtin inside this module only.)
 """
@@ -16,18 +20,18 @@ from typing import Any
 
 from backend.rewards.extract import FORMAT_TAGS, completion_text
 
-_STRICT_FORMAT = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.DOTALL)
+_STRICT_FORMAT = re.compile(r"<think>(.*?)</think>(.*?)<answer>(.*?)</answer>", re.DOTALL)
 
 
 def is_strict_format(text: str) -> bool:
-    """The whole (stripped) text is ``<think>…</think>`` then ``<answer>…</answer>``, nothing else,
-    each tag exactly once, the answer not blank. An empty thought is allowed (the answer is what
+    """The whole (stripped) text is ``<think>…</think>``, an optional summary, then
+    ``<answer>…</answer>``, nothing else, each tag exactly once, the answer not blank. An empty thought is allowed (the answer is what
     accuracy grades; the thought's quality is not a format question)."""
     text = text.strip()
     if any(text.count(tag) != 1 for tag in FORMAT_TAGS):
         return False
     match = _STRICT_FORMAT.fullmatch(text)
-    return bool(match and match.group(2).strip())
+    return bool(match and match.group(3).strip())
 
 
 def format(prompts: list, completions: list, **kwargs: Any) -> list[float]:  # noqa: A001

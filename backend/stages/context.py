@@ -230,6 +230,9 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
             # LambdaLR recomputes lr = base_lr * factor each step: move the base too, so a
             # schedule (warm-up, cosine) continues from the new value.
             trainer.lr_scheduler.base_lrs = [lr for _ in trainer.lr_scheduler.base_lrs]
+            if hasattr(trainer.lr_scheduler, "_last_lr"):  # what the Trainer logs as the lr
+                trainer.lr_scheduler._last_lr = [group["lr"] for group in
+                                                 trainer.optimizer.param_groups]
         return f"learning_rate = {lr:g}"
 
     ctx.setters.update({"learning_rate": set_learning_rate, **(setters or {})})

@@ -20,7 +20,8 @@ TINY = "<think>3+8+0=11,7+5+1=13</think><answer>1431</answer>"
         ("<think>x</think>", 0.0),  # no answer
         ("<think>x</think><answer>5</answer> done", 0.0),  # text after the answer
         ("ok <think>x</think><answer>5</answer>", 0.0),  # text before the thought
-        ("<think>x</think> so <answer>5</answer>", 0.0),  # text between the parts
+        ("<think>x</think> so 5 <answer>5</answer>", 1.0),  # R1's readable summary between the parts
+        ("<think>3+8+0=11</think>3+8=11<answer>11</answer>", 1.0),  # the tiny cold start's summary
         ("<think>x</think><answer>4</answer><answer>5</answer>", 0.0),  # two answers
         ("<think>x</think><answer><answer>5</answer></answer>", 0.0),  # nested answer tags
         ("<think>a<think>b</think><answer>5</answer>", 0.0),  # two <think> openings
