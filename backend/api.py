@@ -7,6 +7,7 @@ import shutil
 import signal
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -479,6 +480,116 @@ class Workbench:
         with _curation_errors():
             return curation.export_rows(self.store, dataset_id, out, fmt=fmt,
                                         snapshot=snapshot, status=status)
+
+    # -- what the curation page asks besides the above -----------------------------------
+    SORT_KEYS = curation.SORT_KEYS  # besides any numeric provenance field
+
+    @staticmethod
+    def describe_filter(flt: Optional[r.RowFilter]) -> str:
+        """A row filter in words (``status=pending, rule_correct=False``), as the history
+        records a bulk action by it."""
+        return curation._describe_filter(flt)
+
+    @staticmethod
+    def highlight_spans(text: str, keyword: Optional[str]) -> list[tuple[str, bool]]:
+        """``text`` cut into (piece, matches keyword) pieces; plain text, to be escaped."""
+        return curation.highlight_spans(text, keyword)
+
+    @staticmethod
+    def default_author() -> str:
+        """Who a curation change is recorded for when no name is given: the OS user."""
+        from storage import default_author
+        return default_author()
+
+    def dataset_fields(self, dataset_id: int) -> "DatasetFields":
+        """The sources and provenance fields a dataset's rows carry, each with what a filter
+        needs (its kind, the values present or their range): the curation page builds one
+        filter widget per field from this, so every provenance field can be filtered on."""
+        sources: dict[Optional[str], int] = {}
+        seen: dict[str, list[Any]] = {}
+        for row in self.store.query_rows(dataset_id):
+            sources[row.source] = sources.get(row.source, 0) + 1
+            for key, value in curation.flatten(row.meta).items():
+                seen.setdefault(key, []).append(value)
+        fields = [_field_summary(name, values) for name, values in seen.items()]
+        return DatasetFields(sources=sorted(sources, key=lambda s: (-sources[s], str(s))),
+                             fields=fields)
+
+    def dataset_consumers(self, dataset_id: int) -> list[r.Stage]:
+        """Stages that train (or wait to train) on this dataset: those waiting for it to be
+        marked ready, and those wired to the stage that wrote it."""
+        ds = self.store.get_dataset(dataset_id)
+        runs = [self.store.get_run(ds.run_id)] if ds.run_id is not None else []
+        found = []
+        for run in runs:
+            producer = next((s for s in run.stages if s.id == ds.stage_id), None)
+            wired = f"{producer.key}.dataset" if producer is not None else None
+            for stage in run.stages:
+                waits = (stage.summary or {}).get("waiting_for_dataset") == dataset_id
+                if waits or (wired is not None and wired in stage.inputs.values()):
+                    found.append(stage)
+        return found
+
+    def import_upload(self, filename: str, data: bytes, name: str,
+                      parent: Optional[int] = None, allow_extra: bool = False) -> r.Dataset:
+        """Import a file uploaded in the browser: kept under ``<data folder>/imports/`` (so
+        the new dataset's origin stays readable), then read like ``import_dataset``."""
+        from storage import data_home
+        from storage.store import now
+
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(filename).name)
+        folder = data_home() / "imports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{now():%Y%m%d-%H%M%S-%f}-{safe or 'upload.jsonl'}"
+        path.write_bytes(data)
+        return self.import_dataset(str(path), name, parent=parent, allow_extra=allow_extra)
+
+
+# A field with at most this many distinct text values is offered as a choice (finish_reason,
+# judge_verdict, checkpoint); more (a judge's rationale) is free text.
+CHOICE_LIMIT = 30
+
+
+@dataclass
+class ProvenanceField:
+    """One provenance field of a dataset's rows, as a filter widget needs it."""
+
+    name: str  # flat, a dotted name for nested ones: "rule_scores.accuracy"
+    kind: str  # number | bool | choice | text | list
+    rows: int  # rows that carry it
+    # bool / choice: the values present (None too), most common first
+    values: list[Any] = dataclass_field(default_factory=list)
+    low: Optional[float] = None  # number: the range present
+    high: Optional[float] = None
+    integer: bool = False  # number: every value is a whole number
+
+
+@dataclass
+class DatasetFields:
+    sources: list[Optional[str]]  # most rows first
+    fields: list[ProvenanceField]
+
+
+def _field_summary(name: str, values: list[Any]) -> ProvenanceField:
+    present = [v for v in values if v is not None]
+    counted: dict[Any, int] = {}
+    for v in values:
+        if isinstance(v, (str, bool, int, float)) or v is None:
+            counted[v] = counted.get(v, 0) + 1
+    common = sorted(counted, key=lambda v: (-counted[v], str(v)))
+    if any(isinstance(v, (list, dict)) for v in present):
+        return ProvenanceField(name, "list", len(values))
+    if present and all(isinstance(v, bool) for v in present):
+        return ProvenanceField(name, "bool", len(values), values=common)
+    numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if present and len(numbers) == len(present):
+        finite = [float(v) for v in numbers if v == v and abs(v) != float("inf")]
+        return ProvenanceField(name, "number", len(values), low=min(finite, default=None),
+                               high=max(finite, default=None),
+                               integer=all(float(v).is_integer() for v in finite))
+    if len(counted) <= CHOICE_LIMIT:
+        return ProvenanceField(name, "choice", len(values), values=common)
+    return ProvenanceField(name, "text", len(values))
 
 
 @contextmanager
