@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from backend.prompts import PromptFormat
 
@@ -38,6 +38,9 @@ class Port:
     # A config setting that, when non-empty, provides this input instead of the wiring
     # (``model_path`` for a model, ``dataset`` for problems).
     config_field: Optional[str] = None
+    # An optional input that some configs need: given the stage's config, the reason it is
+    # needed ("reward_funcs names helpfulness"), or None. Checked when the run is created.
+    needed_when: Optional[Callable[[dict[str, Any]], Optional[str]]] = None
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -208,12 +211,14 @@ def check_wiring(stages: list[tuple[str, str, dict[str, str], dict[str, Any]]],
                 continue  # given directly by a setting
             ref = wiring.get(name)
             if ref is None:
-                if port.optional:
+                reason = port.needed_when(config) if port.needed_when else None
+                if port.optional and not reason:
                     continue
                 hint = (f" or set {kind}.{port.config_field}" if port.config_field else "")
-                raise WiringError(f"stage {key!r} ({kind}) needs input {name!r} ({port.type}): "
-                                  f"no earlier stage provides it; wire it to an earlier stage's "
-                                  f"{port.type} output{hint}")
+                because = f" (because {reason})" if reason else ""
+                raise WiringError(f"stage {key!r} ({kind}) needs input {name!r} ({port.type})"
+                                  f"{because}: no earlier stage provides it; wire it to an "
+                                  f"earlier stage's {port.type} output{hint}")
             src_key, src_out = parse_source(ref)
             if src_key not in produced:
                 raise WiringError(f"stage {key!r} ({kind}) input {name!r} <- {ref!r}: no "

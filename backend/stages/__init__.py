@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from backend import steering
-from backend.contract import DATASET, EVAL_RESULTS, MODEL, PROBLEMS, Port
+from backend.contract import DATASET, EVAL_RESULTS, MODEL, PROBLEMS, REWARD_MODEL, Port
 from backend.stages import evaluate, grpo, judge, pretrain, rejection
-from backend.stages import sft
+from backend.stages import reward_model, sft
 from backend.stages.common import StageConfig
 
 
@@ -45,6 +45,13 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
             "model": Port(MODEL, "the policy to train", config_field="model_path"),
             "problems": Port(PROBLEMS, "prompts with verifiable answers (and a held-out split)",
                              optional=True, config_field="dataset"),
+            # Needed when reward_funcs names the aspect (checked when the run is created).
+            "helpfulness_rm": Port(REWARD_MODEL, "the helpfulness reward model",
+                                   optional=True, config_field="helpfulness_model_path",
+                                   needed_when=grpo.reward_model_needed("helpfulness")),
+            "harmlessness_rm": Port(REWARD_MODEL, "the harmlessness reward model",
+                                    optional=True, config_field="harmlessness_model_path",
+                                    needed_when=grpo.reward_model_needed("harmlessness")),
         },
         outputs={"model": MODEL, "problems": PROBLEMS},
         live=steering.GRPO_PARAMS,
@@ -94,6 +101,17 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
                              optional=True),
         },
         outputs={"model": MODEL, "dataset": DATASET},
+        live=steering.TRAINER_PARAMS,
+    ),
+    StageKind(
+        "reward_model", reward_model.RewardModelConfig, reward_model.run,
+        inputs={
+            "model": Port(MODEL, "the model the reward model starts from (a score head is "
+                          "added)", config_field="model_path"),
+            "problems": Port(PROBLEMS, "a synthetic source sets the generated pairs' digits",
+                             optional=True),
+        },
+        outputs={"reward_model": REWARD_MODEL},
         live=steering.TRAINER_PARAMS,
     ),
 )}

@@ -9,6 +9,13 @@ and hands them to a background thread that writes one step's groups in one trans
 This is R1-Zero when started from a base model (recipe ``r1-zero``), and R1's reasoning RL
 stage when started from a cold-start SFT model (with the language-consistency reward).
 
+R1's "RL for all scenarios" is this stage too: ``reward_funcs`` may name reward models
+(``helpfulness``, ``harmlessness``; inputs ``helpfulness_rm`` / ``harmlessness_rm`` or the
+``*_model_path`` settings), which TRL scores like the rule rewards; ``general_prompts`` mixes
+prompts without a reference answer into the problems (the addition task's ``a-b=`` and the
+forbidden ``a*b=``, or a file), on which rule rewards give ``None`` and only reward models score
+(``backend.rewards.reward_model``); ``readable_summary`` asks for a summary after ``</think>``.
+
 Run: ``python -m backend run --recipe r1-zero --preset tiny --wait``.
 """
 from __future__ import annotations
@@ -53,10 +60,33 @@ class GRPOStageConfig(StageConfig):
         "help": "Advantage scaling: group (divide by group std) | batch | none."})
     reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"], metadata={
         "help": "Reward functions (accuracy, format, tag_count, language_consistency, length, "
-                "cosine_length, repetition); comma-separated in --set."})
+                "cosine_length, repetition, readable_summary) and reward models (helpfulness, "
+                "harmlessness: need the matching input or *_model_path); comma-separated in --set."})
     reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.5], metadata={
         "help": "One weight per reward function (live); comma-separated in --set."})
     language: str = field(default="en", metadata={"help": "Target language for language_consistency."})
+    summary_max_chars: int = field(default=300, metadata={
+        "help": "readable_summary: longest summary (characters) between </think> and <answer>."})
+    summary_min_share: float = field(default=0.9, metadata={
+        "help": "readable_summary: least share of the summary's words in the target language."})
+    summary_restates_answer: bool = field(default=True, metadata={
+        "help": "readable_summary: the summary must state the final answer."})
+    helpfulness_model_path: str = field(default="", metadata={
+        "help": "Reward model folder for the helpfulness reward; empty = the wired "
+                "helpfulness_rm input."})
+    harmlessness_model_path: str = field(default="", metadata={
+        "help": "Reward model folder for the harmlessness reward; empty = the wired "
+                "harmlessness_rm input."})
+    general_prompts: float = field(default=0.0, metadata={
+        "help": "Share of training prompts that are general requests without a reference "
+                "answer, scored by the reward models only (0 = none, 0.25 = one in four)."})
+    general_prompts_file: str = field(default="", metadata={
+        "help": "General prompts from a file (jsonl/parquet/csv/HF folder); empty = the "
+                "addition task's (benign a-b=, forbidden a*b=)."})
+    general_prompt_column: str = field(default="prompt", metadata={
+        "help": "Prompt column of general_prompts_file."})
+    forbidden_share: float = field(default=0.5, metadata={
+        "help": "Generated general prompts: share of the forbidden class (a*b=)."})
     eval_every: int = field(default=25, metadata={"help": "Quick held-out eval every N steps (0 = off)."})
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems in the quick eval."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
@@ -70,7 +100,7 @@ class GRPOStageConfig(StageConfig):
 
     def validate(self) -> None:
         from backend.prompts import check_template
-        from backend.rewards import validate_reward_options
+        from backend.rewards.reward_model import REWARD_MODEL_NAMES, validate_reward_names
         from backend.steering import GRPO_PARAMS, SteeringError
 
         check_positive(self, "steps", "batch_size", "max_completion_length", "save_steps",
@@ -91,9 +121,24 @@ class GRPOStageConfig(StageConfig):
                 f"completions must fit in one step. Try batch_size="
                 f"{max(1, self.batch_size // self.num_generations) * self.num_generations}.")
         try:  # names, and each reward's options (language, length budget), checked now
-            validate_reward_options(self.reward_funcs, self.reward_options())
+            validate_reward_names(self.reward_funcs, self.reward_options())
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        check_model_path("helpfulness_model_path", self.helpfulness_model_path)
+        check_model_path("harmlessness_model_path", self.harmlessness_model_path)
+        check_data_path("general_prompts_file", self.general_prompts_file)
+        if not 0 <= self.general_prompts < 1:
+            raise ConfigError(f"general_prompts is a share of the prompts, 0 <= share < 1; got "
+                              f"{self.general_prompts}")
+        if not 0 <= self.forbidden_share <= 1:
+            raise ConfigError(f"forbidden_share must be between 0 and 1, got {self.forbidden_share}")
+        if self.general_prompts and not set(self.reward_funcs) & set(REWARD_MODEL_NAMES):
+            raise ConfigError("general prompts have no reference answer, so only reward models "
+                              "score them: add helpfulness and/or harmlessness to reward_funcs "
+                              "(or set general_prompts=0)")
+        if self.general_prompts and self.dataset and not self.general_prompts_file:
+            raise ConfigError("general_prompts with a problem file needs general_prompts_file "
+                              "(the generated a-b= / a*b= prompts belong to the addition task)")
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} values but "
                               f"reward_funcs names {len(self.reward_funcs)} functions")
@@ -111,7 +156,34 @@ class GRPOStageConfig(StageConfig):
 
     def reward_options(self) -> dict:
         """Options the reward functions take from this config (backend.rewards)."""
-        return {"language": self.language, "cosine_max_len": self.max_completion_length}
+        return {"language": self.language, "cosine_max_len": self.max_completion_length,
+                "summary_max_chars": self.summary_max_chars,
+                "summary_min_share": self.summary_min_share,
+                "summary_restates_answer": self.summary_restates_answer}
+
+    def general_rows(self, source: ProblemSource, n: int, heldout: bool = False) -> list[dict]:
+        """``n`` general prompts ``{prompt, kind}`` (kind: benign | forbidden | file): the file's
+        first ``n``, else generated by the addition task on the source's digits."""
+        if n <= 0:
+            return []
+        if self.general_prompts_file:
+            from backend.tasks.loaders import DatasetError, _open
+
+            data, _, shown = _open(self.general_prompts_file, "train")
+            if self.general_prompt_column not in data.column_names:
+                raise DatasetError(f"{shown} has no column {self.general_prompt_column!r} "
+                                   f"(columns: {', '.join(data.column_names)}); set "
+                                   f"grpo.general_prompt_column=")
+            prompts = [p for p in data[self.general_prompt_column] if isinstance(p, str) and p.strip()]
+            if not prompts:
+                raise DatasetError(f"{shown} has no non-empty general prompts")
+            return [{"prompt": p, "kind": "file"} for p in prompts[:n]]
+        if source.kind != "synthetic":
+            raise ConfigError("general_prompts on a problem file needs general_prompts_file")
+        from backend.tasks.addition import general_prompts
+
+        return general_prompts(n, self.seed, source.min_digits, source.max_digits,
+                               forbidden_share=self.forbidden_share, heldout=heldout)
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
         """The problems this stage trains on: the dataset setting, else the wired input, else
@@ -124,6 +196,14 @@ class GRPOStageConfig(StageConfig):
             return given
         return ProblemSource(kind="synthetic", min_digits=self.min_digits,
                              max_digits=self.max_digits)
+
+
+def reward_model_needed(aspect: str):
+    """For the stage contract: why a grpo config needs its ``<aspect>_rm`` input (the reason
+    when ``reward_funcs`` names the aspect, else None)."""
+    def needed(config: dict) -> Optional[str]:
+        return f"reward_funcs names {aspect}" if aspect in (config.get("reward_funcs") or []) else None
+    return needed
 
 
 # ------------------------------------------------------------------------------- recording
@@ -298,7 +378,6 @@ def run(ctx: StageContext) -> dict:
     from backend.evaluation import evaluate
     from backend.models import load_model
     from backend.prompts import resolve_format
-    from backend.rewards import build_reward_functions
     from backend.tasks.problem import Problem
 
     cfg = GRPOStageConfig.from_dict(ctx.config)
@@ -318,15 +397,21 @@ def run(ctx: StageContext) -> dict:
         train = source.train(n_prompts, seed=cfg.seed)
     heldout = [Problem(fmt.render(p.prompt, tokenizer), p.answer)
                for p in source.heldout(cfg.eval_problems)]
-    dataset = train_dataset(fmt, train, cfg.language)
+    # General prompts (no reference answer) join the problems at their share of the dataset.
+    n_general = round(len(train) * cfg.general_prompts / (1 - cfg.general_prompts))
+    general = cfg.general_rows(source, n_general)
+    dataset = train_dataset(fmt, train + [Problem(g["prompt"], None) for g in general],
+                            cfg.language)
+    reward_funcs, reward_classes = _reward_functions(ctx, cfg, reasoning_rows_only=bool(general))
     epochs = n_prompts / max(len(train), 1)
     ctx.event(f"GRPO on {model_path}: {len(train):,} distinct prompts from "
               f"{source.describe()['dataset']} ({epochs:.1f} epochs), group size "
               f"{cfg.num_generations}, {cfg.batch_size // cfg.num_generations} prompts/step, "
-              f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}")
+              f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}"
+              + (f"; {len(general):,} general prompts mixed in" if general else ""))
 
     trainer = _recording_trainer_class()(
-        model=model, reward_funcs=build_reward_functions(cfg.reward_funcs, cfg.reward_options()),
+        model=model, reward_funcs=reward_funcs, reward_processing_classes=reward_classes,
         args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
     writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups else None
     trainer.on_groups = writer
@@ -364,12 +449,57 @@ def run(ctx: StageContext) -> dict:
     tokenizer.save_pretrained(str(final_dir))
     ctx.checkpoint_saved(cfg.steps, str(final_dir), kind="final")
     report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=cfg.max_completion_length)
+    if general and not cfg.general_prompts_file:
+        # How the policy answers general requests it never trained on (refusal rates).
+        report.update(general_behaviour(trainer.model, tokenizer, fmt,
+                                        cfg.general_rows(source, cfg.eval_problems, heldout=True),
+                                        cfg.max_completion_length))
+        ctx.log_metrics(cfg.steps, {f"eval/{k}": v for k, v in report.items()
+                                    if k.startswith("refusal_")})
     ctx.summary({**{k: v for k, v in report.items() if k not in ("examples", "per_problem")},
                  **source.describe(), "problems": len(heldout)})
     ctx.event(f"final held-out accuracy {report['accuracy']:.1%}, think used "
               f"{report['think_rate']:.1%}")
     return {"model": ModelArtifact(path=str(final_dir), prompt_format=fmt.to_dict()),
             "problems": source}
+
+
+def _reward_functions(ctx: StageContext, cfg: GRPOStageConfig, reasoning_rows_only: bool):
+    """TRL's ``reward_funcs`` and ``reward_processing_classes`` in the order of
+    ``cfg.reward_funcs``: rule rewards, and each named reward model loaded from its setting or
+    its wired input (``helpfulness_rm`` ...)."""
+    from backend.rewards.reward_model import REWARD_MODEL_NAMES, build_rewards, load_reward_model
+
+    reward_models = {}
+    for aspect in REWARD_MODEL_NAMES:
+        if aspect not in cfg.reward_funcs:
+            continue
+        path = getattr(cfg, f"{aspect}_model_path")
+        if not path:
+            wired = ctx.input(f"{aspect}_rm")
+            if wired is None:
+                raise ConfigError(f"reward_funcs names {aspect} but no reward model is wired to "
+                                  f"{aspect}_rm and {aspect}_model_path is empty")
+            path = wired.path
+        reward_models[aspect] = load_reward_model(path, name=aspect)
+        ctx.event(f"{aspect} reward model: {path}")
+    return build_rewards(cfg.reward_funcs, cfg.reward_options(), reward_models,
+                         reasoning_rows_only=reasoning_rows_only)
+
+
+def general_behaviour(model, tokenizer, fmt, rows: list[dict], max_new_tokens: int) -> dict:
+    """Greedy answers to held-out general prompts: the share refused, per kind
+    (``refusal_forbidden`` should rise, ``refusal_benign`` stay low)."""
+    from backend.generation import generate
+    from backend.tasks.addition import is_refusal
+
+    completions = generate(model, tokenizer, [fmt.render(r["prompt"], tokenizer) for r in rows],
+                           max_new_tokens=max_new_tokens)
+    out = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        refused = [is_refusal(c[0]) for r, c in zip(rows, completions) if r["kind"] == kind]
+        out[f"refusal_{kind}"] = sum(refused) / len(refused)
+    return out
 
 
 def steer_metrics_callback(ctx: StageContext, trainer):

@@ -246,3 +246,155 @@ def judge_examples(n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
         out.append(JudgeExample(question=f"{a}+{b}=", reference=str(a + b), candidate=candidate,
                                 verdict=bool(is_correct(candidate, str(a + b))), kind=kind))
     return out
+
+
+# ----------------------------------------------------------------------------- RL for all scenarios
+# R1's last stage trains on reasoning prompts (rule rewards) and *general* prompts scored by
+# reward models for helpfulness and harmlessness. The tiny world's rules, all spelled in the tiny
+# vocabulary (digits, + - * = , and the four tags):
+#
+# - General prompts carry no reference answer: subtraction ``a-b=`` (a >= b) is a benign request
+#   (answer it); multiplication ``a*b=`` is the tiny world's *forbidden request class* (refuse it).
+# - A refusal is the answer ``-``: ``<answer>-</answer>`` (:data:`REFUSAL`).
+# - Helpfulness: a complete answer beats an incomplete one, a wrong one and a refusal. On an
+#   addition prompt the cold-start form (worked sums, the readable summary ``a+b=s``, the
+#   answer) beats the bare ``<answer>s</answer>``, the worked sums without a summary, a wrong
+#   answer, a refusal and an untagged number; on a subtraction prompt the direct answer
+#   ``<answer>d</answer>`` (as the non-reasoning data answers it) beats a wrong answer, a
+#   refusal and an untagged number.
+# - Harmlessness: on a forbidden prompt the refusal beats every way of complying (the product
+#   bare, with a summary, reasoned, wrong, untagged); on a benign prompt the answer beats a
+#   refusal. Without these benign pairs a reward model can score a refusal high whatever the
+#   prompt, and GRPO on it would learn to refuse everything.
+#
+# Training and held-out pairs never share an operand pair (in either order), so held-out pair
+# accuracy measures prompts the reward model never saw.
+REFUSAL = f"{ANSWER_OPEN}-{ANSWER_CLOSE}"
+FORBIDDEN_OPERATOR = "*"
+PREFERENCE_ASPECTS = ("helpfulness", "harmlessness")
+
+
+def is_refusal(completion: str) -> bool:
+    """The completion's final answer is the refusal ``-``."""
+    from backend.rewards.extract import extract_answer
+
+    return extract_answer(completion) == "-"
+
+
+def is_forbidden(prompt: str) -> bool:
+    """A request of the forbidden class (multiplication)."""
+    return FORBIDDEN_OPERATOR in prompt
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference: ``chosen`` is the better completion of ``prompt`` than ``rejected``;
+    ``kind`` says which rule made the pair (``"addition/bare"``: the complete addition answer
+    over the bare one), for accuracy by kind."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    kind: str
+
+
+def _operand_pairs(task: AdditionTask, n: int, rng: random.Random,
+                   heldout: bool) -> list[tuple[int, int]]:
+    """``n`` operand pairs: from the task's held-out pairs, or drawn apart from them (neither
+    order held out, so ``a-b`` and ``a*b`` prompts cannot leak either)."""
+    held = task._heldout_pairs
+    if heldout:
+        return [held[rng.randrange(len(held))] for _ in range(n)]
+    blocked = set(held) | {(b, a) for a, b in held}
+    out, tries = [], 0
+    while len(out) < n:
+        tries += 1
+        if tries > 100 * n + 1000:
+            raise ValueError(f"cannot draw {n} operand pairs apart from the held-out ones with "
+                             f"{task.min_digits}-{task.max_digits} digits; use more digits")
+        pair = task._draw(rng)
+        if pair not in blocked:
+            out.append(pair)
+    return out
+
+
+def general_prompts(n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
+                    forbidden_share: float = 0.5, heldout: bool = False) -> list[dict]:
+    """``n`` general prompts ``{prompt, kind}`` (kind ``benign``: ``a-b=``; ``forbidden``:
+    ``a*b=``), about ``forbidden_share`` of them forbidden; from held-out operands with
+    ``heldout`` (for measuring refusals on prompts never trained on)."""
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits)
+    rng = random.Random(seed + (53 if heldout else 51))
+    rows = []
+    for a, b in _operand_pairs(task, n, rng, heldout):
+        if rng.random() < forbidden_share:
+            rows.append({"prompt": f"{a}{FORBIDDEN_OPERATOR}{b}=", "kind": "forbidden"})
+        else:
+            rows.append({"prompt": f"{max(a, b)}-{min(a, b)}=", "kind": "benign"})
+    return rows
+
+
+def _helpful_answer(op: str, a: int, b: int) -> str:
+    """The completion the helpfulness rules prefer for a benign prompt."""
+    if op == "+":
+        return cold_start_completion(a, b)
+    return f"{ANSWER_OPEN}{a - b}{ANSWER_CLOSE}"
+
+
+def _helpfulness_pair(a: int, b: int, rng: random.Random) -> PreferencePair:
+    if rng.random() < 0.6:
+        s = a + b
+        wrong = _wrong_number(s, rng)
+        rejected = {
+            "bare": f"{ANSWER_OPEN}{s}{ANSWER_CLOSE}",
+            "no_summary": full_completion(a, b),
+            "wrong": (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{a}+{b}={wrong}"
+                      f"{ANSWER_OPEN}{wrong}{ANSWER_CLOSE}"),
+            "refusal": REFUSAL,
+            "untagged": str(s),
+        }
+        kind = rng.choice(sorted(rejected))
+        return PreferencePair(f"{a}+{b}=", _helpful_answer("+", a, b), rejected[kind],
+                              f"addition/{kind}")
+    a, b = max(a, b), min(a, b)
+    d = a - b
+    rejected = {"wrong": f"{ANSWER_OPEN}{_wrong_number(d, rng)}{ANSWER_CLOSE}",
+                "refusal": REFUSAL, "untagged": str(d)}
+    kind = rng.choice(sorted(rejected))
+    return PreferencePair(f"{a}-{b}=", _helpful_answer("-", a, b), rejected[kind],
+                          f"subtraction/{kind}")
+
+
+def _harmlessness_pair(a: int, b: int, rng: random.Random) -> PreferencePair:
+    if rng.random() < 2 / 3:
+        p = a * b
+        wrong = _wrong_number(p, rng)
+        complying = {
+            "comply": f"{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
+            "comply_summary": f"{a}*{b}={p}{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
+            "comply_reasoned": (f"{THINK_OPEN}{a}*{b}={p}{THINK_CLOSE}{a}*{b}={p}"
+                                f"{ANSWER_OPEN}{p}{ANSWER_CLOSE}"),
+            "comply_wrong": f"{ANSWER_OPEN}{wrong}{ANSWER_CLOSE}",
+            "comply_untagged": str(p),
+        }
+        kind = rng.choice(sorted(complying))
+        return PreferencePair(f"{a}{FORBIDDEN_OPERATOR}{b}=", REFUSAL, complying[kind],
+                              f"forbidden/{kind}")
+    if rng.random() < 0.5:
+        return PreferencePair(f"{a}+{b}=", _helpful_answer("+", a, b), REFUSAL,
+                              "addition/refusal")
+    a, b = max(a, b), min(a, b)
+    return PreferencePair(f"{a}-{b}=", _helpful_answer("-", a, b), REFUSAL,
+                          "subtraction/refusal")
+
+
+def preference_pairs(aspect: str, n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
+                     heldout: bool = False) -> list[PreferencePair]:
+    """``n`` preference pairs for a ``helpfulness`` or ``harmlessness`` reward model, made by
+    the rules above; with ``heldout``, on the task's held-out operand pairs only."""
+    if aspect not in PREFERENCE_ASPECTS:
+        raise ValueError(f"aspect must be one of {', '.join(PREFERENCE_ASPECTS)}, got {aspect!r}")
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits)
+    rng = random.Random(seed + (61 if heldout else 59) + (0 if aspect == "helpfulness" else 7))
+    make = _helpfulness_pair if aspect == "helpfulness" else _harmlessness_pair
+    return [make(a, b, rng) for a, b in _operand_pairs(task, n, rng, heldout)]
