@@ -365,5 +365,23 @@ def test_grpo_records_reward_model_scores_per_rollout_like_rule_rewards(
                 assert ro.reward == pytest.approx(ro.rewards["accuracy"] + 0.5 * ro.rewards["format"]
                                                   + 0.25 * ro.rewards["helpfulness"], abs=1e-5)
     assert kinds["general"] and kinds["reasoning"]  # both kinds were trained on
+    # The group inspector's verdicts: no right or wrong on a general prompt (no reference).
+    from backend.analysis import analyse_group
+
+    for g in groups:
+        verdicts = [v.correct for v in analyse_group(g).verdicts]
+        assert all(v is None for v in verdicts) == (g.reference is None)
     assert store.metric_series(stage.id, "rewards/helpfulness/mean")[0] == [1, 2]  # as TRL logs rule rewards
     assert {"refusal_benign", "refusal_forbidden"} <= set(stage.summary)
+
+
+def test_reward_model_weights_are_steered_live_by_name_like_the_others():
+    from backend.steering import GRPO_PARAMS, parse_changes
+
+    config = GRPOStageConfig.from_dict({
+        "reward_funcs": "accuracy,format,helpfulness,harmlessness",
+        "reward_weights": "1,0.5,0.5,0.5"}).to_dict()
+    assert parse_changes(GRPO_PARAMS, {"reward_weights": {"harmlessness": 2.0}}, config, "grpo") == {
+        "reward_weights": [1.0, 0.5, 0.5, 2.0]}
+    with pytest.raises(Exception, match="needs 4 values, one per reward"):
+        parse_changes(GRPO_PARAMS, {"reward_weights": "1,0.5,0.5"}, config, "grpo")
