@@ -65,6 +65,10 @@ REWARD_FUNCTIONS: dict[str, Callable[..., list[float | None]]] = {
     "readable_summary": readable_summary,
 }
 
+# Rewards given by a reward model, not a function (``backend.rewards.reward_model``): a stage
+# loads the model and hands it to TRL, which logs and records it under this name.
+REWARD_MODEL_NAMES = ("helpfulness", "harmlessness")
+
 _DESCRIPTIONS = {
     "accuracy": (
         "1 if the final answer (last <answer> or \\boxed{}) equals the reference, else 0 "
@@ -86,13 +90,17 @@ _DESCRIPTIONS = {
         "1 if a short summary in the target language sits between </think> and <answer> and states "
         "the answer, else 0."
     ),
+    "helpfulness": "Score of the helpfulness reward model (trained on preference pairs): higher = more helpful.",
+    "harmlessness": "Score of the harmlessness reward model (trained on preference pairs): higher = safer.",
 }
 
 
 def describe_reward(name: str) -> str:
     """One-line description of a reward, for the UI."""
     if name not in _DESCRIPTIONS:
-        raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(REWARD_FUNCTIONS)}")
+        raise KeyError(
+            f"unknown reward {name!r}; known rewards: {', '.join(REWARD_FUNCTIONS)}, {', '.join(REWARD_MODEL_NAMES)}"
+        )
     return _DESCRIPTIONS[name]
 
 
@@ -189,6 +197,7 @@ def build_reward_functions(names: list[str], options: dict[str, Any] | None = No
 __all__ = [
     "COSINE_MAX_LEN",
     "REWARD_FUNCTIONS",
+    "REWARD_MODEL_NAMES",
     "REWARD_OPTIONS",
     "accuracy",
     "answers_match",

@@ -25,23 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from backend.rewards import REWARD_FUNCTIONS, build_reward_functions, validate_reward_options
+from backend.rewards import REWARD_FUNCTIONS, REWARD_MODEL_NAMES, build_reward_functions, validate_reward_options
 from backend.rewards.accuracy import is_missing_reference
-
-REWARD_MODEL_NAMES = ("helpfulness", "harmlessness")
-
-_DESCRIPTIONS = {
-    "helpfulness": "Score of the helpfulness reward model (trained on preference pairs): higher = more helpful.",
-    "harmlessness": "Score of the harmlessness reward model (trained on preference pairs): higher = safer.",
-}
-
-
-def describe_reward_model(name: str) -> str:
-    """One-line description of a reward-model reward, for the UI."""
-    if name not in _DESCRIPTIONS:
-        raise KeyError(f"unknown reward model {name!r}; known: {', '.join(REWARD_MODEL_NAMES)}")
-    return _DESCRIPTIONS[name]
-
 
 def validate_reward_names(names: list[str], options: dict[str, Any] | None = None) -> None:
     """Check a list mixing rule rewards and reward-model names, and the rule rewards' options

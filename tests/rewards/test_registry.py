@@ -51,8 +51,14 @@ def test_describe_reward_is_one_line(name):
 
 
 def test_describe_unknown_reward_lists_known_ones():
-    with pytest.raises(KeyError, match="accuracy"):
-        describe_reward("helpfulness")
+    with pytest.raises(KeyError, match="accuracy.*helpfulness"):
+        describe_reward("honesty")
+
+
+@pytest.mark.parametrize("name", ["helpfulness", "harmlessness"])
+def test_reward_model_rewards_are_described_too(name):
+    # The group inspector shows reward-model scores like rule rewards, with a description.
+    assert "reward model" in describe_reward(name)
 
 
 @pytest.mark.parametrize(
