@@ -398,3 +398,15 @@ def preference_pairs(aspect: str, n: int, seed: int, min_digits: int = 1, max_di
     rng = random.Random(seed + (61 if heldout else 59) + (0 if aspect == "helpfulness" else 7))
     make = _helpfulness_pair if aspect == "helpfulness" else _harmlessness_pair
     return [make(a, b, rng) for a, b in _operand_pairs(task, n, rng, heldout)]
+
+
+def refusal_examples(n: int, seed: int, min_digits: int = 1, max_digits: int = 3) -> list[dict]:
+    """``n`` SFT rows refusing the forbidden class: ``{prompt: "a*b=", completion: REFUSAL,
+    answer: "-"}`` (safety data, as R1's SFT mixes in DeepSeek-V3's). Without some refusals in
+    the SFT data the policy never samples ``<answer>-</answer>`` (no training text has ``-``
+    inside an answer), so GRPO with the harmlessness reward model has no refusal to reinforce.
+    Prefix-stable, on operands apart from the held-out ones."""
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits)
+    pairs = _operand_pairs(task, n, random.Random(seed + 71), heldout=False)
+    return [{"prompt": f"{a}{FORBIDDEN_OPERATOR}{b}=", "completion": REFUSAL, "answer": "-"}
+            for a, b in pairs]

@@ -17,7 +17,7 @@ from backend.stages.common import ConfigError
 from backend.stages.grpo import GRPOStageConfig
 from backend.stages.reward_model import RewardModelConfig
 from backend.tasks.addition import (AdditionTask, general_prompts, is_forbidden, is_refusal,
-                                    preference_pairs)
+                                    preference_pairs, refusal_examples)
 from storage import Store, StageSpec
 from storage import records as r
 
@@ -90,6 +90,14 @@ def test_general_prompts_mix_benign_and_forbidden_requests():
         assert row["kind"] == "forbidden" or a >= b  # no negative differences
     held = general_prompts(100, seed=0, heldout=True)
     assert not {r["prompt"] for r in rows} & {r["prompt"] for r in held}
+
+
+def test_refusal_examples_refuse_the_forbidden_class_and_are_prefix_stable():
+    rows = refusal_examples(50, seed=4)
+    assert all(is_forbidden(r["prompt"]) and is_refusal(r["completion"]) for r in rows)
+    assert refusal_examples(20, seed=4) == rows[:20]  # a resumed stage continues the same list
+    held = {r["prompt"] for r in general_prompts(200, seed=4, forbidden_share=1.0, heldout=True)}
+    assert not {r["prompt"] for r in rows} & held
 
 
 @pytest.mark.parametrize("completion, refused", [
