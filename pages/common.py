@@ -5,13 +5,16 @@ Pages import ``backend.api`` only, never torch / transformers / trl: the UI neve
 """
 from __future__ import annotations
 
+import html
 import os
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 import streamlit as st
 
-from backend.api import StoreError, Workbench, WorkbenchError
+from backend.api import (ACTIVE_STATES, COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED,
+                         RESUMABLE_STATES, RUNNING, STOPPED, WAITING, StoreError, Workbench,
+                         WorkbenchError)
 
 def _through_app_navigation() -> None:
     """Make every page run inside ``app.py``'s ``st.navigation``.
@@ -34,18 +37,13 @@ def _through_app_navigation() -> None:
 
 _through_app_navigation()
 
-# Stage states, as in storage/records.py (backend.api does not re-export them).
-QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, STOPPED, INTERRUPTED = (
-    "queued", "running", "paused", "completed", "failed", "stopped", "interrupted"
-)
-ACTIVE_STATES = (RUNNING, PAUSED)
-RESUMABLE_STATES = (STOPPED, INTERRUPTED, FAILED)
-
+# Stage states come from storage.records through backend.api; pages only style them.
 # status -> (emoji, st.badge colour)
 _STATUS_STYLE: dict[str, tuple[str, str]] = {
     QUEUED: ("⏳", "gray"),
     RUNNING: ("🟢", "green"),
     PAUSED: ("⏸️", "orange"),
+    WAITING: ("👀", "violet"),
     COMPLETED: ("✅", "blue"),
     FAILED: ("❌", "red"),
     STOPPED: ("⏹️", "gray"),
@@ -91,25 +89,6 @@ def status_markdown(status: str) -> str:
 
 
 # -- time ------------------------------------------------------------------------------------
-def utc_now() -> datetime:
-    # The store keeps naive UTC datetimes; compare like with like.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def fmt_duration(seconds: Optional[float]) -> str:
-    """``14s``, ``1m 32s``, ``2h 05m``, ``3d 4h``; ``–`` when unknown."""
-    if seconds is None:
-        return "–"
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
 def local_time(dt: Optional[datetime]) -> Optional[datetime]:
     """A naive-UTC store timestamp as naive local time (the UI runs on the user's machine)."""
     if dt is None:
@@ -123,38 +102,47 @@ def fmt_time(dt: Optional[datetime]) -> str:
 
 
 # -- progress --------------------------------------------------------------------------------
-def progress_eta(stage: Any, now: Optional[datetime] = None) -> tuple[float, str]:
-    """(fraction done, text) for a stage, e.g. ``(0.15, "step 120/800 · 1m 32s left")``.
+def progress_eta(stage: Any) -> tuple[float, str]:
+    """(fraction done, text), e.g. ``(0.15, "step 120/800 · 1m 32s left")``: the same rule as
+    the CLI's (``backend.progress``)."""
+    return Workbench.stage_progress(stage)
 
-    The rate is the steps done in this attempt (since ``attempt_started_step``) over the time
-    from the attempt's start to the last heartbeat, so a resumed stage is not credited with
-    the steps of its earlier attempt.
-    """
-    total = stage.total_steps
-    step = stage.step or 0
-    fraction = min(1.0, step / total) if total else 0.0
-    head = f"step {step}/{total}" if total else f"step {step}"
-    status = stage.status
-    if status == COMPLETED:
-        took = (stage.ended_at - stage.started_at).total_seconds() \
-            if stage.ended_at and stage.started_at else None
-        return 1.0, f"{head} · done in {fmt_duration(took)}"
-    if status == QUEUED:
-        return fraction, f"{head} · queued"
-    if status == RUNNING:
-        # The worker keeps started_at from the first attempt; prefer a per-attempt start time
-        # when the store provides one.
-        start = getattr(stage, "attempt_started_at", None) or stage.started_at
-        done = step - (stage.attempt_started_step or 0)
-        beat = stage.heartbeat_at
-        if not total or not start or not beat or done <= 0 or beat <= start:
-            return fraction, f"{head} · starting…" if done <= 0 else head
-        rate = done / (beat - start).total_seconds()  # steps per second
-        left = (total - step) / rate
-        # Time since the last heartbeat has already passed.
-        left -= max(0.0, ((now or utc_now()) - beat).total_seconds())
-        return fraction, f"{head} · {fmt_duration(max(0.0, left))} left"
-    return fraction, f"{head} · {status}"
+
+def live_summary(stage: Any, tiles: list[tuple[str, Any, Optional[str]]],
+                 footer: str = "") -> None:
+    """What a live page refreshes every 2 s, as ONE element: the progress text ("step 120/800
+    · 1m 32s left") over a thin bar, a row of tiles (label, value, help) and an optional
+    footer line. One HTML element rather than ``st.progress`` + ``st.metric`` + captions:
+    each element a refresh sends costs the browser work, ``st.progress`` animates every
+    change and ``st.metric`` is costly to lay out (bench/bench_watching.py)."""
+    fraction, text = progress_eta(stage)
+    cells = "".join(
+        f'<div class="wb-tile" data-label="{html.escape(label)}" '
+        f'data-value="{html.escape(str(value))}" title="{html.escape(help_ or "")}" '
+        f'style="flex:1 1 8rem;min-width:6rem"><div style="font-size:.875rem;opacity:.75">'
+        f'{html.escape(label)}</div><div style="font-size:2rem;line-height:1.3">'
+        f'{html.escape(str(value))}</div></div>' for label, value, help_ in tiles)
+    st.markdown(
+        f'<div class="wb-progress" data-fraction="{fraction:.4f}" style="margin:.2rem 0 .8rem 0">'
+        f'<div style="font-size:.875rem;margin-bottom:.3rem">{html.escape(text)}</div>'
+        f'<div style="height:.5rem;border-radius:.25rem;background:rgba(128,128,128,.2)">'
+        f'<div style="width:{100 * fraction:.2f}%;height:100%;border-radius:.25rem;'
+        f'background:#ff4b4b"></div></div></div>'
+        + (f'<div style="display:flex;gap:1rem;flex-wrap:wrap;margin-bottom:.6rem">{cells}</div>'
+           if tiles else "")
+        + (f'<div style="font-size:.875rem;opacity:.75">{footer}</div>' if footer else ""),
+        unsafe_allow_html=True)
+
+
+# How often a page polls a stage that can still change (queued or active): each poll is one
+# cheap query (``Workbench.stage_version``), and only what changed is redrawn.
+POLL_SECONDS = 2
+
+
+def poll_period(status: str) -> Optional[int]:
+    """Seconds between polls of a stage in ``status``; None once it can no longer change by
+    itself (finished, failed, stopped: a resume from this page reruns it anyway)."""
+    return POLL_SECONDS if status in (QUEUED, *ACTIVE_STATES) else None
 
 
 def heldout_accuracy(stages: list[Any]) -> Optional[float]:
@@ -198,10 +186,15 @@ def control(column: Any, label: str, key: str, action: Callable[[int], str], ena
         st.rerun()
 
 
-def live_stage_header(stage_id: int, shown_status: str) -> Optional[Any]:
-    """For a fragment that refreshes a stage: the stage now, with its title drawn; ``None``
-    (and a note) when it was deleted. When its status changed since the page was drawn, the
-    whole page reruns, since its buttons and refresh periods depend on the status."""
+def stage_title(stage: Any) -> None:
+    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
+
+
+def watched_stage(stage_id: int, shown_status: str) -> Optional[Any]:
+    """For a fragment that refreshes a stage: the stage now; ``None`` (and a note) when it was
+    deleted. When its status changed since the page was drawn, the whole page reruns: its
+    title, buttons and refresh periods depend on the status (and stay out of the fragment, so
+    a refresh does not resend them)."""
     try:
         stage = workbench().get_stage(stage_id)
     except KeyError:
@@ -209,7 +202,6 @@ def live_stage_header(stage_id: int, shown_status: str) -> Optional[Any]:
         return None
     if stage.status != shown_status:
         st.rerun()
-    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
     return stage
 
 
@@ -263,18 +255,6 @@ def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[A
 
 
 # -- steering commands -------------------------------------------------------------------------
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return ",".join(f"{k}:{_fmt_value(v)}" for k, v in value.items())
-    return str(value)
-
-
 def command_label(cmd: Any) -> str:
-    """Short text of a command: ``pause``, ``temperature=0.7``, ``reward_weights=format:0``."""
-    if cmd.kind == "set" and cmd.payload:
-        return ", ".join(f"{k}={_fmt_value(v)}" for k, v in cmd.payload.items())
-    if cmd.payload:
-        return f"{cmd.kind} " + ", ".join(f"{k}={_fmt_value(v)}" for k, v in cmd.payload.items())
-    return cmd.kind
+    """Short text of a command: ``pause``, ``temperature=0.7``, ``reward_weights=1,0``."""
+    return Workbench.describe_command(cmd)

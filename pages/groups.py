@@ -1,24 +1,24 @@
 """Group inspector: every GRPO group of one step, down to each completion. Answers "why is my
 reward 0": the reward of each function, the total, TRL's advantage, the length, the parsed
 answer against the reference, the `<think>` and `<answer>` parts highlighted, and flags for
-groups without learning signal (all rewards equal), truncated completions and completions
-with no answer to compare. Filters, sorting, search, paging; "follow live" jumps to the newest
-step as it arrives; one prompt can be followed across the steps it appeared in.
+groups without learning signal (all rewards equal), truncated completions, completions with no
+answer to compare and wrong answers that still got a positive advantage. Filters, sorting,
+search, paging; "follow live" jumps to the newest step as it arrives; one prompt can be
+followed across the steps it appeared in. The verdicts come from backend.analysis (through
+``Workbench.analyse_groups``), the same the CLI prints.
 
 Opens on ``?run=&stage=``, else the newest run with a running GRPO stage."""
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from backend.rewards import describe_reward
-from backend.rewards.extract import extract_answer
+from backend.analysis import FLAGS, NO_REFERENCE, OUTCOMES
+from backend.rewards.extract import FORMAT_TAGS
 from pages.common import ACTIVE_STATES, QUEUED, pick_stage_of_kind, query_int, workbench
 
 wb = workbench()
@@ -27,10 +27,12 @@ st.title("Group inspector")
 
 PAGE_SIZE = 10
 HISTORY_SHOWN = 10
-OUTCOMES = ["All", "Mixed", "All correct", "All wrong"]
-FLAGS = ["zero variance", "truncated", "no answer"]
+ALL = "All"
 SORTS = ["Group order", "Highest reward spread", "Lowest mean reward", "Highest mean reward"]
-EPS = 1e-9
+# While following a running stage: how often to jump to the newest step. Every jump redraws
+# the histogram and the shown groups (about 0.1 s of the browser's CPU, taken from a training
+# that shares the machine), and a person reads a step's groups for longer than that anyway.
+LIVE_POLL_SECONDS = 5
 
 CSS = """<style>
 .wb-group{font-size:0.88rem}
@@ -55,87 +57,41 @@ table.wb-ro td.wb-text{white-space:normal;word-break:break-word;font-family:mono
 </style>"""
 
 
-# -- analysis --------------------------------------------------------------------------------
-def is_correct(rollout: Any) -> bool:
-    """Correct = the accuracy reward is 1 when the stage scores accuracy, else reward > 0."""
-    acc = rollout.rewards.get("accuracy")
-    if acc is not None:
-        return acc >= 1 - EPS
-    return rollout.reward > 0
-
-
-@dataclass
-class GroupView:
-    group: Any
-    correct: list[bool]
-    answers: list[Optional[str]]
-
-    @property
-    def rollouts(self) -> list[Any]:
-        return self.group.rollouts
-
-    @property
-    def zero_variance(self) -> bool:
-        rewards = [r.reward for r in self.rollouts]
-        return not rewards or max(rewards) - min(rewards) < EPS
-
-    @property
-    def n_truncated(self) -> int:
-        return sum(r.truncated for r in self.rollouts)
-
-    @property
-    def n_unparseable(self) -> int:
-        return sum(a is None for a in self.answers)
-
-    @property
-    def spread(self) -> float:
-        rewards = [r.reward for r in self.rollouts]
-        return max(rewards) - min(rewards) if rewards else 0.0
-
-    @property
-    def outcome(self) -> str:
-        if self.correct and all(self.correct):
-            return "All correct"
-        if not any(self.correct):
-            return "All wrong"
-        return "Mixed"
-
-    def flags(self) -> set[str]:
-        out = set()
-        if self.zero_variance:
-            out.add("zero variance")
-        if self.n_truncated:
-            out.add("truncated")
-        if self.n_unparseable:
-            out.add("no answer")
-        return out
-
-    def matches(self, needle: str) -> bool:
-        return (needle in self.group.prompt.lower()
-                or needle in (self.group.reference or "").lower()
-                or any(needle in r.completion.lower() for r in self.rollouts))
-
-
-def view(group: Any) -> GroupView:
-    return GroupView(group, [is_correct(r) for r in group.rollouts],
-                     [extract_answer(r.completion) for r in group.rollouts])
-
-
-@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
-def step_groups(db_url: str, stage_id: int, step: int) -> list[Any]:
+# -- data ------------------------------------------------------------------------------------
+# What counts as correct, unparseable, zero spread or "wrong but rewarded" is decided in
+# backend.analysis (the accuracy reward's own verdict), served by Workbench.analyse_groups.
+@st.cache_resource(ttl=30, max_entries=32, show_spinner=False)
+def step_analysis(db_url: str, stage_id: int, step: int) -> Any:
     # A step's groups are written in one transaction and never change afterwards (a resumed
-    # stage replays steps after its checkpoint, hence the short ttl).
-    return wb.step_groups(stage_id, step)
+    # stage replays steps after its checkpoint, hence the short ttl). Shared, not copied:
+    # the page only reads it.
+    return wb.analyse_groups(stage_id, step)
 
 
-def select(views: list[GroupView], outcome: str, flags: list[str], search: str,
-           sort: str) -> list[GroupView]:
-    shown = [v for v in views if outcome == "All" or v.outcome == outcome]
+@st.cache_data(max_entries=16, show_spinner=False)
+def recorded_steps(db_url: str, stage_id: int, newest: Optional[int]) -> list[int]:
+    """Steps with recorded groups; ``newest`` (from the stage's version) keys the cache."""
+    return wb.group_steps(stage_id)
+
+
+def outcome_label(outcome: str) -> str:
+    return outcome.capitalize()
+
+
+def matches(v: Any, needle: str) -> bool:
+    return (needle in v.group.prompt.lower()
+            or needle in (v.group.reference or "").lower()
+            or any(needle in r.completion.lower() for r in v.rollouts))
+
+
+def select(views: list[Any], outcome: str, flags: list[str], search: str,
+           sort: str) -> list[Any]:
+    shown = [v for v in views if outcome == ALL or outcome_label(v.outcome) == outcome]
     if flags:
         shown = [v for v in shown if set(flags) & v.flags()]
     needle = search.strip().lower()
     if needle:
-        shown = [v for v in shown if v.matches(needle)]
+        shown = [v for v in shown if matches(v, needle)]
     if sort == "Highest reward spread":
         shown.sort(key=lambda v: (-v.spread, v.group.group_index))
     elif sort == "Lowest mean reward":
@@ -146,7 +102,7 @@ def select(views: list[GroupView], outcome: str, flags: list[str], search: str,
 
 
 # -- rendering -------------------------------------------------------------------------------
-_TAGS = re.compile(r"(</?think>|</?answer>)")
+_TAGS = re.compile("(" + "|".join(re.escape(tag) for tag in FORMAT_TAGS) + ")")
 
 
 def _text(part: str) -> str:
@@ -192,7 +148,7 @@ def _reward_cell(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:g}" if value == int(value) else f"{value:.2f}"
 
 
-def reward_names(views: list[GroupView]) -> list[str]:
+def reward_names(views: list[Any]) -> list[str]:
     names: list[str] = []
     for v in views:
         for r in v.rollouts:
@@ -202,15 +158,15 @@ def reward_names(views: list[GroupView]) -> list[str]:
 
 def _describe(name: str) -> str:
     try:
-        return describe_reward(name)
+        return wb.describe_reward(name)
     except KeyError:
         return name
 
 
-def group_flags_html(v: GroupView) -> str:
+def group_flags_html(v: Any) -> str:
     g = len(v.rollouts)
-    chips = [f'<span class="wb-flag info">{sum(v.correct)}/{g} correct</span>']
-    if v.zero_variance:
+    chips = [f'<span class="wb-flag info">{v.n_correct}/{g} correct</span>']
+    if v.zero_spread:
         chips.append('<span class="wb-flag">⚖ zero-variance group: all rewards equal: '
                      'no learning signal</span>')
     if v.n_truncated:
@@ -219,10 +175,13 @@ def group_flags_html(v: GroupView) -> str:
     if v.n_unparseable:
         chips.append(f'<span class="wb-flag bad">∅ {v.n_unparseable} unparseable: no '
                      f'&lt;answer&gt; tag / nothing to compare</span>')
+    if v.n_wrong_rewarded:
+        chips.append(f'<span class="wb-flag bad">⚠ {v.n_wrong_rewarded} wrong answer(s) with a '
+                     f'positive advantage: another reward (format?) paid for them</span>')
     return "".join(chips)
 
 
-def group_html(v: GroupView, names: list[str], css: str = "wb-group") -> str:
+def group_html(v: Any, names: list[str], css: str = "wb-group") -> str:
     """One group: prompt, reference, flags and its completions sorted by advantage."""
     g = v.group
     head = (f'<div class="wb-meta">prompt <code>{_text(g.prompt)}</code> · reference '
@@ -235,17 +194,22 @@ def group_html(v: GroupView, names: list[str], css: str = "wb-group") -> str:
                    key=lambda i: (-v.rollouts[i].advantage, v.rollouts[i].sample_index))
     scale = max([abs(r.advantage) for r in v.rollouts] + [1.0])
     for i in order:
-        r, answer, ok = v.rollouts[i], v.answers[i], v.correct[i]
+        r, verdict = v.rollouts[i], v.verdicts[i]
         flags = []
         if r.truncated:
             flags.append('<span class="wb-flag" title="hit max_completion_length">✂ '
                          'truncated</span>')
-        if answer is None:
+        if verdict.unparseable:
             flags.append('<span class="wb-flag bad" title="no &lt;answer&gt; tag / nothing '
                          'to compare">∅ no answer</span>')
-        shown = ('<span class="wb-empty">∅</span>' if answer is None
-                 else f"<code>{_text(answer)}</code>")
-        mark = '<span class="wb-ok">✓</span>' if ok else '<span class="wb-no">✗</span>'
+        if verdict.wrong_but_rewarded:
+            flags.append('<span class="wb-flag bad" title="a wrong answer pushed up: another '
+                         'reward paid more than accuracy took away">⚠ wrong, rewarded</span>')
+        shown = ('<span class="wb-empty">∅</span>' if verdict.answer is None
+                 else f"<code>{_text(verdict.answer)}</code>")
+        mark = ('<span class="wb-empty">?</span>' if verdict.correct is None
+                else '<span class="wb-ok">✓</span>' if verdict.correct
+                else '<span class="wb-no">✗</span>')
         cells = "".join(f"<td>{_reward_cell(r.rewards.get(n))}</td>" for n in names)
         rows.append(
             f'<tr style="{row_style(r.advantage, scale)}" data-sample="{r.sample_index}">'
@@ -253,69 +217,85 @@ def group_html(v: GroupView, names: list[str], css: str = "wb-group") -> str:
             f'<td class="wb-adv">{r.advantage:+.3f}</td><td><b>{r.reward:.2f}</b></td>{cells}'
             f"<td>{r.length}</td><td>{mark} {shown}</td><td>{''.join(flags)}</td>"
             f'<td class="wb-text">{render_completion(r.completion)}</td></tr>')
-    table = (f'<table class="wb-ro"><tr><th>#</th><th title="TRL advantage">advantage</th>'
+    table = (f'<table class="wb-ro"><tr><th>#</th><th title="TRL advantage: the reward minus '
+             f'the group mean, over the group std">advantage</th>'
              f'<th title="weighted total">total</th>{cols}<th title="tokens">len</th>'
              f"<th>answer</th><th>flags</th><th>completion</th></tr>{''.join(rows)}</table>")
     return f'<div class="{css}">{head}{table}</div>'
 
 
-def group_label(v: GroupView) -> str:
+def group_label(v: Any) -> str:
     g = v.group
     prompt = short_prompt(g.prompt).replace("`", "'")
     ref = (g.reference or "–").replace("`", "'")
     icons = []
-    if v.zero_variance:
+    if v.zero_spread:
         icons.append("⚖ zero variance")
     if v.n_truncated:
         icons.append(f"✂ {v.n_truncated}")
     if v.n_unparseable:
         icons.append(f"∅ {v.n_unparseable}")
+    if v.n_wrong_rewarded:
+        icons.append(f"⚠ {v.n_wrong_rewarded} wrong, rewarded")
     return (f"**#{g.group_index}** `{prompt}` → `{ref[:30]}` · mean {g.reward_mean:.2f} "
-            f"± {g.reward_std:.2f} · {sum(v.correct)}/{len(v.rollouts)} correct"
+            f"± {g.reward_std:.2f} · {v.n_correct}/{len(v.rollouts)} correct"
             + (" · " + " · ".join(icons) if icons else ""))
 
 
-def advantage_histogram(views: list[GroupView]) -> go.Figure:
+def advantage_histogram(views: list[Any]) -> dict:
+    """The step's advantages, stacked by sign, as a plain Plotly spec."""
     advantages = [r.advantage for v in views for r in v.rollouts]
     lo, hi = min(advantages + [-1.0]), max(advantages + [1.0])
     size = max((hi - lo) / 40, 0.02)
-    bins = dict(start=lo - size / 2, end=hi + size / 2, size=size)
-    fig = go.Figure()
+    bins = {"start": lo - size / 2, "end": hi + size / 2, "size": size}
+    data = []
     for name, pick, color in (
             ("negative", lambda a: a < -1e-6, "#da3633"),
             ("zero", lambda a: abs(a) <= 1e-6, "#9e9e9e"),
             ("positive", lambda a: a > 1e-6, "#2ea043")):
         xs = [a for a in advantages if pick(a)]
         if xs:
-            fig.add_trace(go.Histogram(x=xs, xbins=bins, name=f"{name} ({len(xs)})",
-                                       marker_color=color))
-    fig.update_layout(
-        title=dict(text="Advantages of the step (TRL's)", font=dict(size=14)),
-        barmode="stack", height=260, margin=dict(l=10, r=10, t=40, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-        xaxis_title=None, yaxis_title="completions", bargap=0.05)
-    return fig
+            data.append({"type": "histogram", "x": xs, "xbins": bins,
+                         "name": f"{name} ({len(xs)})", "marker": {"color": color}})
+    grid = "rgba(128,128,128,0.25)"
+    return {"data": data, "layout": {
+        "template": "none", "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"color": "#808080", "size": 11},
+        "title": {"text": "Advantages of the step (TRL's)", "font": {"size": 14}},
+        "barmode": "stack", "height": 260, "margin": {"l": 40, "r": 10, "t": 40, "b": 30},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right",
+                   "x": 1},
+        "xaxis": {"gridcolor": grid, "zerolinecolor": grid},
+        "yaxis": {"title": {"text": "completions"}, "gridcolor": grid, "zerolinecolor": grid},
+        "bargap": 0.05}}
 
 
-def summary(views: list[GroupView], step: int) -> None:
+def summary(analysis: Any) -> None:
+    views = analysis.groups
     rollouts = [r for v in views for r in v.rollouts]
-    n = max(1, len(rollouts))
-    cols = st.columns(6)
-    cols[0].metric("Groups", len(views), help=f"{len(rollouts)} completions at step {step}")
-    cols[1].metric("Mean reward", f"{sum(r.reward for r in rollouts) / n:.3f}",
+    cols = st.columns(7)
+    cols[0].metric("Groups", len(views),
+                   help=f"{analysis.n_rollouts} completions at step {analysis.step}")
+    cols[1].metric("Mean reward", f"{analysis.mean_reward:.3f}",
                    help="Weighted total reward, mean over the step's completions")
-    cols[2].metric("Correct", f"{sum(sum(v.correct) for v in views) / n:.0%}",
-                   help="Completions whose accuracy reward is 1 (reward > 0 without one)")
-    cols[3].metric("Zero-variance groups",
-                   f"{sum(v.zero_variance for v in views) / max(1, len(views)):.0%}",
+    cols[2].metric("Correct", f"{analysis.correct_share:.0%}",
+                   help="Completions the accuracy reward judges right (its recorded score "
+                        "above 0.5; computed now when the stage did not use it)")
+    cols[3].metric("Zero-variance groups", f"{analysis.zero_spread_share:.0%}",
                    help="All completions of the group got the same reward: every advantage is "
                         "0 and the group teaches nothing")
-    cols[4].metric("Truncated", f"{sum(r.truncated for r in rollouts) / n:.0%}",
+    cols[4].metric("Truncated", f"{analysis.truncated_share:.0%}",
                    help="Completions that hit max_completion_length without ending")
-    cols[5].metric("No answer", f"{sum(v.n_unparseable for v in views) / n:.0%}",
+    cols[5].metric("No answer", f"{analysis.unparseable_share:.0%}",
                    help="Completions with no <answer> tag (or \\boxed{}): nothing to compare")
+    cols[6].metric("Wrong, rewarded", analysis.n_wrong_rewarded,
+                   help="Wrong answers that still got a positive advantage: another reward "
+                        "(usually format) paid more than accuracy took away")
+    st.caption("An advantage is how much better a completion scored than its group's average, "
+               "in units of the group's spread (TRL's (r - mean) / std): positive ones are made "
+               "more likely, negative ones less.")
     hist_col, fn_col = st.columns([2, 1])
-    hist_col.plotly_chart(advantage_histogram(views), key="advantage_histogram",
+    hist_col.plotly_chart(advantage_histogram(views), key="advantage_histogram", theme=None,
                           config={"displayModeBar": False})
     lines = ["**Reward per function** (mean over the step)", ""]
     for name in reward_names(views):
@@ -346,7 +326,7 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
         st.session_state[key] = followed if followed in options else options[0]
     prompt = st.selectbox("Prompt", options, key=key, format_func=short_prompt,
                           help="Prompts of this step; 'Follow' on a group picks its prompt.")
-    history = [view(g) for g in wb.prompt_history(stage_id, prompt)]
+    history = wb.analyse_prompt_history(stage_id, prompt)
     if not history:
         st.caption("This prompt has no recorded groups.")
         return
@@ -354,7 +334,7 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
         "step": v.group.step,
         "mean reward": v.group.reward_mean,
         "std": v.group.reward_std,
-        "correct": sum(v.correct) / len(v.rollouts) if v.rollouts else None,
+        "correct": v.n_correct / len(v.rollouts) if v.rollouts else None,
         "mean length": _mean([r.length for r in v.rollouts]),
         "truncated": v.n_truncated,
         "no answer": v.n_unparseable,
@@ -370,15 +350,17 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
         "mean length": st.column_config.NumberColumn(format="%.1f"),
     })
     if len(frame) > 1:
-        fig = go.Figure([
-            go.Scatter(x=frame["step"], y=frame["mean reward"], name="mean reward",
-                       mode="lines+markers"),
-            go.Scatter(x=frame["step"], y=frame["mean length"], name="mean length (right)",
-                       mode="lines+markers", yaxis="y2", line=dict(dash="dot"))])
-        fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10),
-                          yaxis2=dict(overlaying="y", side="right", showgrid=False),
-                          legend=dict(orientation="h", y=1.1))
-        plot_col.plotly_chart(fig, key="prompt_history_chart", config={"displayModeBar": False})
+        steps = frame["step"].tolist()
+        plot_col.plotly_chart({"data": [
+            {"type": "scatter", "x": steps, "y": frame["mean reward"].tolist(),
+             "name": "mean reward", "mode": "lines+markers"},
+            {"type": "scatter", "x": steps, "y": frame["mean length"].tolist(),
+             "name": "mean length (right)", "mode": "lines+markers", "yaxis": "y2",
+             "line": {"dash": "dot"}}],
+            "layout": {"height": 260, "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+                       "yaxis2": {"overlaying": "y", "side": "right", "showgrid": False},
+                       "legend": {"orientation": "h", "y": 1.1}}},
+            key="prompt_history_chart", config={"displayModeBar": False})
     names = reward_names(history)
     for v in list(reversed(history))[:HISTORY_SHOWN]:
         with st.expander(f"Step {v.group.step} · " + group_label(v)):
@@ -388,41 +370,48 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
 
 
 def inspector(stage_id: int, follow_live: bool) -> None:
-    steps = wb.group_steps(stage_id)
-    if not steps:
+    """The groups of one step. Following live, it runs every LIVE_POLL_SECONDS as a fragment
+    and redraws only when a newer step was recorded."""
+    newest = wb.stage_version(stage_id).group_step
+    if newest is None:
         st.info("No groups recorded yet: they appear after the first step (unless the stage "
                 "runs with record_groups = false).")
         return
-    step_key = f"gi_step_{stage_id}"
-    if follow_live or st.session_state.get(step_key) not in steps:
-        wanted = query_int("step")
-        st.session_state[step_key] = (wanted if wanted in steps and not follow_live
-                                      else steps[-1])
-    if len(steps) > 1:
-        step = st.select_slider("Step", options=steps, key=step_key, disabled=follow_live,
-                                help="Steps with recorded groups")
-        if not follow_live:
-            st.query_params["step"] = str(step)
-    else:
-        step = steps[0]
-        st.caption(f"Step {step} (the only one recorded so far)")
     if follow_live:
+        step = newest
+        st.caption(f"Following live: step {step}, the newest recorded.")
         st.query_params.pop("step", None)
-        st.caption(f"Following live: step {step}, the newest of {len(steps)}.")
+    else:
+        steps = recorded_steps(wb.db_url, stage_id, newest)
+        step_key = f"gi_step_{stage_id}"
+        if st.session_state.get(step_key) not in steps:
+            wanted = query_int("step")
+            st.session_state[step_key] = wanted if wanted in steps else steps[-1]
+        if len(steps) > 1:
+            step = st.select_slider("Step", options=steps, key=step_key,
+                                    help="Steps with recorded groups")
+            st.query_params["step"] = str(step)
+        else:
+            step = steps[0]
+            st.caption(f"Step {step} (the only one recorded so far)")
+    st.session_state[f"gi_shown_step_{stage_id}"] = step
 
-    views = [view(g) for g in step_groups(wb.db_url, stage_id, step)]
+    analysis = step_analysis(wb.db_url, stage_id, step)
+    views = analysis.groups
     if not views:
         st.info(f"Step {step} has no groups.")
         return
-    summary(views, step)
+    summary(analysis)
 
     st.subheader(f"Groups of step {step}")
     f1, f2 = st.columns(2)
     f3, f4 = st.columns(2)
-    outcome = f1.segmented_control("Outcome", OUTCOMES, key="gi_outcome", default="All",
-                                   help="Correct = accuracy reward 1 (reward > 0 without an "
-                                        "accuracy reward)") or "All"
-    flags = f2.pills("Only groups with", FLAGS, key="gi_flags", selection_mode="multi")
+    present = {v.outcome for v in views}
+    outcomes = [ALL] + [outcome_label(o) for o in OUTCOMES
+                        if o != NO_REFERENCE or o in present]
+    outcome = f1.segmented_control("Outcome", outcomes, key="gi_outcome", default=ALL,
+                                   help="Correct = the accuracy reward's verdict") or ALL
+    flags = f2.pills("Only groups with", list(FLAGS), key="gi_flags", selection_mode="multi")
     sort = f3.selectbox("Sort", SORTS, key="gi_sort")
     search = f4.text_input("Search prompt / completions", key="gi_search",
                            placeholder="e.g. 12+7 or </answer>")
@@ -448,10 +437,16 @@ def inspector(stage_id: int, follow_live: bool) -> None:
             # The first group opens by itself: the answer to "why this reward" is one look away.
             with st.expander(group_label(v), expanded=i == 0 or len(chunk) <= 2):
                 st.markdown(group_html(v, names), unsafe_allow_html=True)
-                st.button("Follow this prompt across steps", key=f"follow_{v.group.group_index}",
-                          on_click=follow, args=(stage_id, v.group.prompt), icon=":material/timeline:")
-    st.divider()
-    prompt_history(stage_id, [v.group.prompt for v in views])
+                if st.button("Follow this prompt across steps",
+                             key=f"follow_{v.group.group_index}", icon=":material/timeline:"):
+                    follow(stage_id, v.group.prompt)
+                    st.rerun()  # the history below is outside a live fragment
+    st.session_state[f"gi_shown_prompts_{stage_id}"] = [v.group.prompt for v in views]
+
+
+@st.fragment(run_every=LIVE_POLL_SECONDS)
+def live_inspector(stage_id: int) -> None:
+    inspector(stage_id, True)
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -464,4 +459,10 @@ if follow_key not in st.session_state:
     st.session_state[follow_key] = active and query_int("step") is None
 follow_live = st.toggle("Latest (follow live)", key=follow_key,
                         help="Jump to the newest step and keep refreshing as new steps arrive.")
-st.fragment(inspector, run_every=2 if follow_live and active else None)(stage.id, follow_live)
+if follow_live and active:
+    live_inspector(stage.id)
+else:
+    # Nothing to poll: widgets rerun the whole page, which keeps the history below in step.
+    inspector(stage.id, follow_live)
+st.divider()
+prompt_history(stage.id, st.session_state.get(f"gi_shown_prompts_{stage.id}", []))

@@ -1,33 +1,29 @@
 """Stage: one stage of one run up close. Status and progress with an ETA, the key numbers,
-pause / resume / stop / resume-from-checkpoint, the live log tail and events (refreshed every
-2 s), the full error of a failed stage, and a chart of the metrics it recorded.
+pause / resume / stop / resume-from-checkpoint, the live log tail (refreshed every 2 s), the
+full error of a failed stage, a chart of the metrics it recorded and the events. Each refresh
+asks one cheap question (``Workbench.stage_version``) and redraws the chart and the events
+only when they changed.
 
 Opens on the run and stage named in the URL (``?run=3&stage=7``), else the newest run and its
 most interesting stage (the active one, else the one that failed or stopped, else the newest)."""
 from __future__ import annotations
 
+import html
 import re
 from typing import Any, Optional
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from pages.common import (ACTIVE_STATES, FAILED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
-                          control, default_stage, fmt_time, live_stage_header, local_time,
-                          progress_eta, show_flashes, status_badge, workbench)
+                          WAITING, control, default_stage, fmt_time, live_summary, local_time,
+                          poll_period, query_int, show_flashes, stage_title, status_badge,
+                          watched_stage, workbench)
 
 wb = workbench()
 
 st.title("Stage")
 show_flashes()
-
-
-def query_int(name: str) -> Optional[int]:
-    try:
-        return int(st.query_params.get(name, ""))
-    except ValueError:
-        return None
 
 
 # -- pick run and stage ----------------------------------------------------------------------
@@ -111,32 +107,12 @@ def collapse_progress_bars(log: str) -> list[str]:
     return lines
 
 
-@st.fragment(run_every=2)
-def live_panel(stage_id: int, shown_status: str) -> None:
-    stage = live_stage_header(stage_id, shown_status)
-    if stage is None:
-        return
-    st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
-    fraction, eta = progress_eta(stage)
-    st.progress(fraction, text=eta)
-
-    summary = stage.summary or {}
-    cols = st.columns(5)
-    cols[0].metric("Step", stage.step)
-    cols[1].metric("Total steps", stage.total_steps if stage.total_steps else "–")
-    cols[2].metric("PID", stage.pid if stage.pid and stage.status in ACTIVE_STATES else "–",
-                   help=f"Worker process on {stage.host}" if stage.host else None)
-    cols[3].metric("Held-out accuracy", percent(summary.get("accuracy")),
-                   help="Strict: the answer inside <answer> tags equals the reference "
-                        f"({summary.get('problems', '?')} held-out problems)")
-    cols[4].metric("Lenient accuracy", percent(summary.get("accuracy_lenient")),
-                   help="The last number in the completion equals the reference")
-    st.caption(f"Checkpoint: `{stage.checkpoint}`" if stage.checkpoint else
-               "Checkpoint: none yet")
-
-    status = stage.status
+def controls(stage: Any) -> None:
+    """Pause / resume / stop / resume from checkpoint. Drawn once per page run: a change of
+    status reruns the page (``watched_stage``), which redraws them enabled as they should be."""
+    status, stage_id = stage.status, stage.id
     pause_col, resume_col, stop_col, restart_col = st.columns(4)
-    control(pause_col, "Pause", "pause", wb.pause, status == RUNNING,
+    control(pause_col, "Pause", "pause", wb.pause, status in (RUNNING, WAITING),
             "Pause at the next step boundary; the worker keeps its memory.",
             ":material/pause:", stage_id)
     control(resume_col, "Resume", "resume", wb.resume, status == PAUSED,
@@ -150,8 +126,30 @@ def live_panel(stage_id: int, shown_status: str) -> None:
             "and go on with the run.",
             ":material/restart_alt:", stage_id)
 
-    show_error(stage)
 
+def live_panel(stage_id: int, shown_status: str) -> None:
+    """Progress, the key numbers and the log tail: two elements per refresh."""
+    stage = watched_stage(stage_id, shown_status)
+    if stage is None:
+        return
+    # A new event (the events table below is drawn once per page run) redraws the page.
+    event_id = wb.stage_version(stage_id).event_id
+    if st.session_state.setdefault(f"stage_drawn_event_{stage_id}", event_id) != event_id:
+        st.session_state[f"stage_drawn_event_{stage_id}"] = event_id
+        st.rerun()
+    summary = stage.summary or {}
+    live_summary(stage, [
+        ("Step", stage.step, "Optimizer steps done"),
+        ("Total steps", stage.total_steps if stage.total_steps else "–", None),
+        ("PID", stage.pid if stage.pid and stage.status in ACTIVE_STATES else "–",
+         f"Worker process on {stage.host}" if stage.host else None),
+        ("Held-out accuracy", percent(summary.get("accuracy")),
+         "Strict: the answer inside <answer> tags equals the reference "
+         f"({summary.get('problems', '?')} held-out problems)"),
+        ("Lenient accuracy", percent(summary.get("accuracy_lenient")),
+         "The last number in the completion equals the reference"),
+    ], footer=(f"Checkpoint: <code>{html.escape(stage.checkpoint)}</code>" if stage.checkpoint
+               else "Checkpoint: none yet"))
     st.markdown("**Log** (newest last)")
     log = "\n".join(collapse_progress_bars(wb.log_tail(stage_id, 300))[-LOG_LINES:])
     st.code(log or "(no output yet)", language="text", wrap_lines=True)
@@ -169,47 +167,80 @@ def recent_events(stage_id: int) -> None:
     })
 
 
+MUTED, GRID = "#808080", "rgba(128,128,128,0.25)"
+PANEL_HEIGHT = 220
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def metrics_figure(db_url: str, stage_id: int, names: tuple[str, ...], metric_rows: int) -> dict:
+    """One small panel per metric, stacked, each with its own y axis (loss and learning rate
+    do not share a scale), as a plain Plotly spec; built once per change of the stage's
+    metrics (``metric_rows``) and shared by every refresh and tab. At most ~1000 points per
+    curve (bucket means on long stages): fast at 10,000 steps."""
+    table = wb.metric_table(stage_id, list(names))
+    shown = [n for n in names if n in table]
+    if not shown:
+        return {}
+    few_points = max(len(table[n][0]) for n in shown) <= 30
+    gap = 0.06 if len(shown) > 1 else 0.0
+    height = (1 - gap * (len(shown) - 1)) / len(shown)
+    axis = {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID}
+    data, layout = [], {
+        "template": "none", "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"color": MUTED, "size": 11}, "showlegend": False, "hovermode": "x",
+        "height": 60 + PANEL_HEIGHT * len(shown), "margin": {"l": 50, "r": 10, "t": 30, "b": 30},
+        "annotations": []}
+    for i, name in enumerate(shown):
+        steps, values = table[name]
+        suffix = "" if i == 0 else str(i + 1)
+        top = 1 - i * (height + gap)
+        data.append({"type": "scatter", "x": steps, "y": values, "name": name,
+                     "mode": "lines+markers" if few_points else "lines",
+                     "xaxis": "x", "yaxis": f"y{suffix}", "line": {"width": 2}})
+        layout[f"yaxis{suffix}"] = {**axis, "domain": [max(0.0, top - height), top]}
+        layout["annotations"].append({"text": name, "xref": "paper", "yref": "paper",
+                                      "x": 0, "y": top, "xanchor": "left",
+                                      "yanchor": "bottom", "showarrow": False})
+    layout["xaxis"] = {**axis, "anchor": f"y{len(shown) if len(shown) > 1 else ''}",
+                       "title": {"text": "step"}}
+    return {"data": data, "layout": layout}
+
+
 def metrics_chart(stage_id: int) -> None:
-    names = wb.metric_names(stage_id)
-    if not names:
+    version = wb.stage_version(stage_id)
+    if not version.metric_rows:
         st.caption("No metrics recorded yet.")
         return
+    names = metric_names(wb.db_url, stage_id, version.metric_rows)
     chosen = st.multiselect("Metrics to plot", names, key=f"metrics_{stage_id}",
                             default=["loss"] if "loss" in names else names[:1],
                             label_visibility="collapsed", placeholder="Pick metrics to plot")
     if not chosen:
         return
-    # At most ~1000 points per curve (bucket means on long stages): fast at 10,000 steps.
-    table = wb.metric_table(stage_id, chosen)
-    shown = pd.DataFrame([{"step": step, "name": name, "value": value}
-                          for name, (steps, values) in table.items()
-                          for step, value in zip(steps, values)])
-    if shown.empty:
-        return
-    few_points = shown.groupby("name").size().max() <= 30
-    # One small panel per metric, each with its own y axis (loss and learning rate do not
-    # share a scale).
-    fig = px.line(shown, x="step", y="value", facet_row="name" if len(chosen) > 1 else None,
-                  markers=few_points, height=60 + 220 * len(chosen),
-                  category_orders={"name": chosen})
-    fig.update_yaxes(matches=None, title_text="")
-    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
-    if len(chosen) == 1:
-        fig.update_yaxes(title_text=chosen[0])
-    fig.update_layout(margin=dict(l=10, r=10, t=30, b=10))
-    st.plotly_chart(fig, key=f"chart_{stage_id}")
+    figure = metrics_figure(wb.db_url, stage_id, tuple(chosen), version.metric_rows)
+    if figure:
+        st.plotly_chart(figure, key=f"chart_{stage_id}", theme=None)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def metric_names(db_url: str, stage_id: int, metric_rows: int) -> list[str]:
+    return wb.metric_names(stage_id)
 
 
 stage = stages_by_id[stage_id]
-live_panel(stage_id, stage.status)
+stage_title(stage)
+st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
+controls(stage)
+show_error(stage)
+st.fragment(live_panel, run_every=poll_period(stage.status))(stage_id, stage.status)
 
-# Chart and events refresh while the stage can still record something; when its status
-# changes, live_panel reruns the whole page.
-refresh = 2 if stage.status in (QUEUED, *ACTIVE_STATES) else None
+# The chart refreshes while the stage can still record something; when its status changes,
+# live_panel reruns the whole page.
 st.subheader("Metrics")
-st.fragment(metrics_chart, run_every=refresh)(stage_id)
+st.fragment(metrics_chart, run_every=poll_period(stage.status))(stage_id)
 st.subheader("Recent events")
-st.fragment(recent_events, run_every=refresh)(stage_id)
+recent_events(stage_id)
+st.session_state[f"stage_drawn_event_{stage_id}"] = wb.stage_version(stage_id).event_id
 
 examples = (stage.summary or {}).get("examples")
 if examples:

@@ -1,8 +1,15 @@
-"""Live training: one GRPO stage while it runs. Progress with an ETA and pause / resume / stop;
-a grid of curves (reward per function, held-out accuracy, completion length, KL, entropy, clip
-ratio, zero-variance groups, learning rate) refreshed every 2 s, each marked where a steering
-command took effect; live steering of temperature, KL beta, reward weights and learning rate;
-the steering log; and a warning when the curves look like a policy collapse.
+"""Live training: one GRPO stage while it runs. Progress with an ETA, the numbers of the newest
+step and pause / resume / stop (refreshed every 2 s); a grid of curves (reward per function,
+held-out accuracy, completion length, KL, entropy, clip ratio, zero-variance groups, learning
+rate, steered values), each marked where a steering command took effect; a warning when the
+curves look like a policy collapse; live steering of the parameters the stage kind declares;
+the steering log.
+
+Watching must cost the training little (it shares the CPU on a small machine): every refresh
+asks one cheap question (``Workbench.stage_version``: did anything change?), figures are built
+once per change of the data and shared by every open tab (``st.cache_data``), charts whose data
+did not change are re-sent unchanged, and the steering form and log are redrawn only when a
+command was made or applied. ``bench/bench_watching.py`` measures the cost.
 
 Opens on ``?run=&stage=``, else the newest run with a running GRPO stage."""
 from __future__ import annotations
@@ -12,149 +19,62 @@ import zlib
 from typing import Any, Optional
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from backend.api import StoreError, WorkbenchError
-from pages.common import (ACTIVE_STATES, PAUSED, QUEUED, RUNNING, command_label, control,
-                          live_stage_header, local_time, pick_stage_of_kind, progress_eta,
-                          show_flashes, workbench)
+from backend.api import ConfigError, StoreError, WorkbenchError
+from pages.common import (ACTIVE_STATES, PAUSED, QUEUED, RUNNING, WAITING, command_label,
+                          control, live_summary, local_time, pick_stage_of_kind, poll_period,
+                          show_flashes, stage_title, watched_stage, workbench)
 
 wb = workbench()
 
 st.title("Live training")
 show_flashes()
 
-# How far held-out accuracy must fall from its peak, with format still high, to call it a
-# collapse. The tiny preset at lr 5e-4 goes 32% -> 15% -> 3% in its first 20 steps with format
-# at 100%, and once every group answers the same wrong number no group has reward spread, so
-# nothing can pull it back: the warning has to come at the first falling eval (15 points is
-# far outside the noise of a 200-problem eval), while lowering the learning rate still helps
-# (bench/collapse_rescue.py, docs/results.md).
-COLLAPSE_DROP = 0.15
-FORMAT_HIGH = 0.80
-ZERO_STD_HIGH = 0.90
 CHART_HEIGHT = 290
-# Points per curve: a chart cannot show more, and a 10,000-step stage must refresh in well
-# under the 2 s refresh period (bench/bench_inspector.py measures it).
-MAX_POINTS = 1000
+# Points per curve: a third of the page's width cannot show more, and a long stage's curves
+# come back as bucket means (Store.metric_table), so a 10,000-step stage redraws as fast as
+# a short one.
+MAX_POINTS = 400
+# Chart redraw periods. Every redraw of a changed chart costs the browser ~50 ms of CPU (an
+# unchanged one ~10 ms), which on a 2-core machine comes out of the training: 5 s keeps the
+# curves live at a small cost, while the numbers above them refresh every 2 s
+# (bench/bench_watching.py measures each setting).
 REFRESH = {"2 s": 2, "5 s": 5, "15 s": 15, "never": None}
-DEFAULT_REFRESH = "2 s"
+DEFAULT_REFRESH = "5 s"
+TILES = ["reward", "eval/accuracy", "completions/mean_length", "frac_reward_zero_std"]
+PALETTE = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+MARKER = "#d62728"
+# Readable on Streamlit's light and dark themes alike: charts are drawn without Streamlit's
+# theme (``theme=None``: the browser skips restyling every figure on every redraw).
+MUTED, GRID = "#808080", "rgba(128,128,128,0.25)"
 
 
 # -- data ------------------------------------------------------------------------------------
 def reward_names(stage: Any) -> list[str]:
-    funcs = str((stage.config or {}).get("reward_funcs", ""))
-    return [n.strip() for n in funcs.split(",") if n.strip()]
+    funcs = (stage.config or {}).get("reward_funcs") or []
+    if isinstance(funcs, str):  # a config stored before reward_funcs became a list
+        funcs = funcs.split(",")
+    return [str(n).strip() for n in funcs if str(n).strip()]
 
 
-def config_weights(stage: Any) -> list[float]:
-    try:
-        return [float(w) for w in str(stage.config.get("reward_weights", "")).split(",")
-                if w.strip()]
-    except ValueError:
-        return []
-
-
-def metric_frame(stage_id: int) -> pd.DataFrame:
-    """The stage's metrics as a step x name table (NaN where a step did not log a metric).
-    Long stages come back averaged over buckets of steps (at most MAX_POINTS per curve)."""
-    table = wb.metric_table(stage_id, max_points=MAX_POINTS)
-    if not table:
-        return pd.DataFrame()
-    frame = pd.concat({name: pd.Series(values, index=steps, dtype=float)
-                       for name, (steps, values) in table.items()}, axis=1).sort_index()
-    frame.index.name = "step"
-    return frame
-
-
-def series(frame: pd.DataFrame, name: str) -> pd.Series:
-    if frame.empty or name not in frame.columns:
-        return pd.Series(dtype=float)
-    return frame[name].dropna()
-
-
-def current_values(stage: Any) -> dict[str, Any]:
-    """The steerable values the stage runs with now: the newest ``steer/*`` metrics and
-    ``learning_rate`` (exact, never bucket means), else the stage's config."""
-    cfg = stage.config or {}
+def chart_metrics(stage: Any) -> list[str]:
     names = reward_names(stage)
-    weights = config_weights(stage)
-    now = wb.latest_metrics(stage.id, ["steer/temperature", "steer/beta", "learning_rate"]
-                            + [f"steer/weight/{n}" for n in names])
-    values: dict[str, Any] = {
-        "temperature": now.get("steer/temperature", float(cfg.get("temperature", 1.0))),
-        "beta": now.get("steer/beta", float(cfg.get("beta", 0.0))),
-        "learning_rate": now.get("learning_rate", float(cfg.get("learning_rate", 0.0))),
-        "weights": {},
-    }
-    for i, name in enumerate(names):
-        values["weights"][name] = now.get(f"steer/weight/{name}",
-                                          weights[i] if i < len(weights) else 1.0)
-    return values
+    return (["reward", "eval/accuracy", "eval/think_rate", "eval/accuracy_lenient",
+             "completions/mean_length", "completions/clipped_ratio", "kl", "entropy",
+             "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean",
+             "frac_reward_zero_std", "learning_rate", "steer/temperature", "steer/beta"]
+            + [f"rewards/{n}/mean" for n in names] + [f"steer/weight/{n}" for n in names])
 
 
-def changed_params(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
-    """The ``set_params`` payload: only the values that differ from the current ones."""
-    def differs(a: Optional[float], b: Optional[float]) -> bool:
-        if a is None or b is None:
-            return a is not b
-        return not math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
-
-    out: dict[str, Any] = {}
-    for key in ("temperature", "beta", "learning_rate"):
-        if key in wanted and differs(current.get(key), wanted[key]):
-            out[key] = float(wanted[key])
-    weights = {name: float(w) for name, w in wanted.get("weights", {}).items()
-               if differs(current["weights"].get(name), w)}
-    if weights:
-        out["reward_weights"] = weights
-    return out
-
-
-def collapse_warning(frame: pd.DataFrame, commands: tuple = ()) -> Optional[str]:
-    """Text of the collapse callout when held-out accuracy fell by at least COLLAPSE_DROP
-    from its peak while the format reward (else the answer-tag rate) stayed high. Says so
-    when the learning rate was already changed live after the peak."""
-    acc = series(frame, "eval/accuracy")
-    if len(acc) < 2:
-        return None
-    peak_step = acc.idxmax()
-    peak, last = float(acc.max()), float(acc.iloc[-1])
-    if peak_step == acc.index[-1] or peak - last < COLLAPSE_DROP - 1e-9:
-        return None
-    fmt = series(frame, "rewards/format/mean")
-    what = "format"
-    if len(fmt):
-        level = float(fmt.iloc[-5:].mean())  # a few steps: one noisy step does not decide
-    else:
-        tags = series(frame, "eval/answer_tag_rate")
-        if not len(tags):
-            return None
-        level, what = float(tags.iloc[-1]), "the answer-tag rate"
-    if level < FORMAT_HIGH:
-        return None
-    text = (f"Accuracy fell from {peak:.0%} (step {peak_step}) to {last:.0%} "
-            f"(step {acc.index[-1]}) while {what} stayed at {level:.0%}: policy collapse? ")
-    lowered = [c for c in commands if c.kind == "set" and "learning_rate" in c.payload
-               and c.applied_step is not None and c.applied_step >= peak_step]
-    if lowered:
-        c = lowered[-1]
-        return text + (f"The learning rate was set to {c.payload['learning_rate']} at step "
-                       f"{c.applied_step}: watch whether the next held-out evals recover.")
-    return text + "Lower the learning rate live below."
-
-
-def zero_signal_note(frame: pd.DataFrame) -> Optional[str]:
-    share = series(frame, "frac_reward_zero_std")
-    if len(share) < 3:
-        return None
-    recent = float(share.iloc[-5:].mean())
-    if recent < ZERO_STD_HIGH:
-        return None
-    return (f"{recent:.0%} of the groups in the last {min(5, len(share))} steps gave every "
-            f"completion the same reward: almost no learning signal. See why in the Group "
-            f"inspector; a higher temperature gives more varied groups.")
+def nice_ceiling(step: int) -> int:
+    """The x range's right end: the next of 10, 15, 20, 30, 50, 75, 100, 150 ... at or above
+    ``step``. Curves fill two thirds of the width or more, and the range (so every chart
+    whose own data did not change) stays the same for many steps."""
+    if step <= 10:
+        return 10
+    scale = 10 ** int(math.floor(math.log10(step)))
+    return int(next(m * scale for m in (1, 1.5, 2, 3, 5, 7.5, 10) if m * scale >= step))
 
 
 def steering_markers(commands: list[Any]) -> list[tuple[int, str]]:
@@ -170,86 +90,115 @@ def steering_markers(commands: list[Any]) -> list[tuple[int, str]]:
 
 
 # -- charts ----------------------------------------------------------------------------------
-PALETTE = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def chart(title: str, frame: pd.DataFrame, lines: list[tuple[str, str]],
-          markers: list[tuple[int, str]], *, percent: bool = False, sci: bool = False,
-          empty: str = "nothing logged yet", right: Optional[tuple[str, str]] = None) -> go.Figure:
-    """One small line chart: ``lines`` are (metric, legend label); ``right`` one more on a
-    second y axis; dashed verticals where steering took effect. All charts of a stage share
-    the x range (0 to the newest step), so a step lines up across the grid."""
-    fig = go.Figure()
-    has_data = False
+def chart(title: str, table: dict, lines: list[tuple[str, str]], markers: list[tuple[int, str]],
+          x_max: int, *, percent: bool = False, sci: bool = False,
+          empty: str = "nothing logged yet", right: Optional[tuple[str, str]] = None) -> dict:
+    """One small line chart as a plain Plotly spec (a dict: building ``go.Figure`` objects
+    costs more than the query). ``lines`` are (metric, legend label); ``right`` one more on a
+    second y axis; dashed verticals where steering took effect. Every chart of a stage shares
+    the x range, so a step lines up across the grid."""
+    data = []
     for i, (name, label) in enumerate(lines):
-        s = series(frame, name)
-        if not len(s):
+        steps, values = table.get(name, ((), ()))
+        if not steps:
             continue
-        has_data = True
-        fig.add_trace(go.Scatter(x=s.index, y=s.values, name=label,
-                                 mode="lines+markers" if len(s) <= 30 else "lines",
-                                 marker=dict(size=5),
-                                 line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
+        data.append({"type": "scatter", "x": list(steps), "y": list(values), "name": label,
+                     "mode": "lines+markers" if len(steps) <= 30 else "lines",
+                     "marker": {"size": 5},
+                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 2}})
+    axis = {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID}
+    layout: dict[str, Any] = {
+        "template": "none", "height": CHART_HEIGHT,
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"color": MUTED, "size": 11},
+        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "y": 0.97},
+        "margin": {"l": 40, "r": 40 if right else 10, "t": 36, "b": 30},
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0,
+                   "font": {"size": 10}},
+        "hovermode": "x unified",
+        "xaxis": {**axis, "range": [-0.02 * x_max, x_max * 1.02 + 0.5]},
+        "yaxis": {**axis, **({"tickformat": ".0%", "rangemode": "tozero"} if percent else {}),
+                  **({"tickformat": ".1e", "rangemode": "tozero"} if sci else {})},
+        "shapes": [], "annotations": [],
+    }
     if right is not None:
-        s = series(frame, right[0])
-        if len(s):
-            fig.add_trace(go.Scatter(x=s.index, y=s.values, name=right[1], yaxis="y2",
-                                     mode="lines", line=dict(color="#999", dash="dot")))
-            fig.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False,
-                                          tickformat=".0%", rangemode="tozero"))
-    if not has_data:
-        fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font=dict(color="#888"))
-        fig.update_yaxes(showticklabels=False)
+        steps, values = table.get(right[0], ((), ()))
+        if steps:
+            data.append({"type": "scatter", "x": list(steps), "y": list(values),
+                         "name": right[1], "yaxis": "y2", "mode": "lines",
+                         "line": {"color": "#999", "dash": "dot"}})
+            # ".1~%": 0%, 0.5%, 1% ... (".0%" printed 0%, 1%, 1%, 2% on a small range)
+            layout["yaxis2"] = {"overlaying": "y", "side": "right", "showgrid": False,
+                                "tickformat": ".1~%", "rangemode": "tozero"}
+    layout["showlegend"] = len(data) > 1
+    if not data:
+        layout["annotations"].append({"text": empty, "showarrow": False, "xref": "paper",
+                                      "yref": "paper", "x": 0.5, "y": 0.5,
+                                      "font": {"color": "#888"}})
+        layout["yaxis"]["showticklabels"] = False
+        # Plotly refuses a figure without a trace.
+        data.append({"type": "scatter", "x": [], "y": [], "hoverinfo": "skip"})
     for step, label in markers:
-        fig.add_vline(x=step, line_dash="dash", line_color="#d62728", line_width=1,
-                      opacity=0.8, annotation_text=label, annotation_position="top left",
-                      annotation_textangle=-90, annotation_font_size=10,
-                      annotation_font_color="#d62728",
-                      annotation_bgcolor="rgba(255,255,255,0.6)")
-    last = int(frame.index.max()) if not frame.empty else 1
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=14), x=0, xanchor="left", y=0.97),
-        height=CHART_HEIGHT, margin=dict(l=10, r=10, t=36, b=10),
-        legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0,
-                    font=dict(size=10)),
-        hovermode="x unified", showlegend=len(fig.data) > 1,
-    )
-    fig.update_xaxes(range=[-0.02 * last, last * 1.02 + 0.5])
-    if percent:
-        fig.update_yaxes(tickformat=".0%", rangemode="tozero")
-    if sci:
-        fig.update_yaxes(tickformat=".1e", rangemode="tozero")
-    return fig
+        layout["shapes"].append({"type": "line", "x0": step, "x1": step, "xref": "x",
+                                 "y0": 0, "y1": 1, "yref": "paper", "opacity": 0.8,
+                                 "line": {"dash": "dash", "color": MARKER, "width": 1}})
+        layout["annotations"].append({"text": label, "x": step, "xref": "x", "y": 1,
+                                      "yref": "paper", "showarrow": False, "textangle": -90,
+                                      "xanchor": "right", "yanchor": "top",
+                                      "font": {"size": 10, "color": MARKER},
+                                      "bgcolor": "rgba(255,255,255,0.6)"})
+    return {"data": data, "layout": layout}
 
 
-def figures(stage: Any, frame: pd.DataFrame, markers: list[tuple[int, str]]) -> list[go.Figure]:
-    rewards = [("reward", "total (weighted)")] + [
-        (f"rewards/{n}/mean", n) for n in reward_names(stage)]
-    beta = float((stage.config or {}).get("beta", 0.0))
+@st.cache_data(max_entries=16, show_spinner=False)
+def chart_specs(db_url: str, stage_id: int, metric_rows: int, commands_applied: int,
+                live: bool) -> list[dict]:
+    """The stage's charts for one state of its data (the arguments after ``stage_id`` are
+    its change counters): built once, then shared by every refresh and every open tab until a
+    step, an eval or an applied command changes them."""
+    stage = wb.get_stage(stage_id)
+    table = wb.metric_table(stage_id, chart_metrics(stage), max_points=MAX_POINTS)
+    if not table:
+        return []
+    last = max(steps[-1] for steps, _ in table.values())
+    x_max = nice_ceiling(last) if live else max(1, last)
+    markers = steering_markers(wb.commands(stage_id))
+    names = reward_names(stage)
+    beta = float((stage.config or {}).get("beta") or 0.0)
     return [
-        chart("Reward (group means)", frame, rewards, markers),
-        chart("Held-out accuracy (quick eval)", frame,
+        chart("Reward (group means)", table, [("reward", "total (weighted)")]
+              + [(f"rewards/{n}/mean", n) for n in names], markers, x_max),
+        chart("Held-out accuracy (quick eval)", table,
               [("eval/accuracy", "accuracy"), ("eval/think_rate", "uses <think>"),
-               ("eval/accuracy_lenient", "lenient")], markers, percent=True,
+               ("eval/accuracy_lenient", "lenient")], markers, x_max, percent=True,
               empty="no eval yet (eval_every)"),
-        chart("Mean completion length (tokens)", frame,
-              [("completions/mean_length", "mean length")], markers,
+        chart("Mean completion length (tokens)", table,
+              [("completions/mean_length", "mean length")], markers, x_max,
               right=("completions/clipped_ratio", "truncated (right)")),
-        chart("KL to the reference model", frame, [("kl", "KL")], markers,
+        chart("KL to the reference model", table, [("kl", "KL")], markers, x_max,
               empty="no KL: beta = 0, no reference model" if beta == 0 else "no KL yet"),
-        chart("Entropy", frame, [("entropy", "entropy")], markers),
-        chart("Clip ratio", frame, [("clip_ratio/region_mean", "region"),
+        chart("Entropy", table, [("entropy", "entropy")], markers, x_max),
+        chart("Clip ratio", table, [("clip_ratio/region_mean", "region"),
                                     ("clip_ratio/low_mean", "low"),
-                                    ("clip_ratio/high_mean", "high")], markers, percent=True),
-        chart("Groups with zero reward variance", frame,
-              [("frac_reward_zero_std", "share of groups")], markers, percent=True),
-        chart("Learning rate", frame, [("learning_rate", "learning rate")], markers,
+                                    ("clip_ratio/high_mean", "high")], markers, x_max,
+              percent=True),
+        chart("Groups with zero reward variance", table,
+              [("frac_reward_zero_std", "share of groups")], markers, x_max, percent=True),
+        chart("Learning rate", table, [("learning_rate", "learning rate")], markers, x_max,
               sci=True),
-        chart("Steered values", frame,
+        chart("Steered values", table,
               [("steer/temperature", "temperature"), ("steer/beta", "beta")]
-              + [(f"steer/weight/{n}", f"weight {n}") for n in reward_names(stage)], markers),
+              + [(f"steer/weight/{n}", f"weight {n}") for n in names], markers, x_max),
     ]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def newest_numbers(db_url: str, stage_id: int, metric_rows: int,
+                   commands_applied: int) -> tuple[dict, Optional[str], Optional[str]]:
+    """(newest value of each tile's metric, collapse warning, zero-signal note) for one state
+    of the stage's data."""
+    return (wb.latest_metrics(stage_id, TILES), wb.collapse_warning(stage_id),
+            wb.zero_signal_note(stage_id))
 
 
 # -- page parts ------------------------------------------------------------------------------
@@ -261,16 +210,15 @@ def num(value: Optional[float], fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
-@st.fragment(run_every=2)
-def header(stage_id: int, shown_status: str) -> None:
-    stage = live_stage_header(stage_id, shown_status)
-    if stage is None:
-        return
-    fraction, eta = progress_eta(stage)
-    st.progress(fraction, text=eta)
-    status = stage.status
+def drawn_key(stage_id: int) -> str:
+    return f"training_drawn_commands_{stage_id}"
+
+
+def controls(stage: Any) -> None:
+    """Pause / resume / stop, drawn once per page run (a change of status reruns the page)."""
+    status, stage_id = stage.status, stage.id
     pause_col, resume_col, stop_col, _ = st.columns([1, 1, 1, 3])
-    control(pause_col, "Pause", "pause", wb.pause, status == RUNNING,
+    control(pause_col, "Pause", "pause", wb.pause, status in (RUNNING, WAITING),
             "Pause at the next step boundary.", ":material/pause:", stage_id)
     control(resume_col, "Resume", "resume", wb.resume, status == PAUSED,
             "Continue the paused stage.", ":material/play_arrow:", stage_id)
@@ -279,92 +227,162 @@ def header(stage_id: int, shown_status: str) -> None:
             ":material/stop:", stage_id)
 
 
-def charts(stage_id: int) -> None:
-    stage = wb.get_stage(stage_id)
-    frame = metric_frame(stage_id)
-    if frame.empty:
+def live_status(stage_id: int, shown_status: str) -> None:
+    """Progress and the newest numbers, one element per refresh (plus a warning when the
+    curves look wrong); polls every 2 s while the stage can change. When a steering command
+    was made (here, in another tab, from the CLI) or applied, the whole page is redrawn: the
+    form shows the values the stage now runs with, the log the new row, the charts the new
+    marker."""
+    stage = watched_stage(stage_id, shown_status)
+    if stage is None:
+        return
+    version = wb.stage_version(stage_id)
+    commands = (version.commands, version.commands_applied)
+    if st.session_state.setdefault(drawn_key(stage_id), commands) != commands:
+        st.session_state[drawn_key(stage_id)] = commands  # (or the rerun would rerun again)
+        st.rerun()
+    if not version.metric_rows:
+        live_summary(stage, [])
         st.info("No metrics yet: the first ones arrive after the first step.")
         return
-    commands = wb.commands(stage_id)
-    warning = collapse_warning(frame, tuple(commands))
+    now, warning, note = newest_numbers(wb.db_url, stage_id, version.metric_rows,
+                                        version.commands_applied)
+    live_summary(stage, [
+        ("Step", stage.step, "Optimizer steps done"),
+        ("Reward", num(now.get("reward")),
+         "Weighted total reward, mean over the step's completions"),
+        ("Held-out accuracy", pct(now.get("eval/accuracy")),
+         "Strict accuracy in the newest quick held-out eval"),
+        ("Mean length", num(now.get("completions/mean_length"), "{:.1f}"),
+         "Mean completion length in tokens, newest step"),
+        ("Zero-variance groups", pct(now.get("frac_reward_zero_std")),
+         "Groups in which every completion got the same reward (no signal)"),
+    ])
     if warning:
         st.warning(warning, icon=":material/trending_down:")
-    note = zero_signal_note(frame)
     if note:
         st.info(note, icon=":material/horizontal_rule:")
 
-    now = wb.latest_metrics(stage_id, ["reward", "eval/accuracy", "completions/mean_length",
-                                       "frac_reward_zero_std"])
-    tiles = st.columns(5)
-    tiles[0].metric("Step", stage.step, help="Optimizer steps done")
-    tiles[1].metric("Reward", num(now.get("reward")),
-                    help="Weighted total reward, mean over the step's completions")
-    tiles[2].metric("Held-out accuracy", pct(now.get("eval/accuracy")),
-                    help="Strict accuracy in the newest quick held-out eval")
-    tiles[3].metric("Mean length", num(now.get("completions/mean_length"), "{:.1f}"),
-                    help="Mean completion length in tokens, newest step")
-    tiles[4].metric("Zero-variance groups", pct(now.get("frac_reward_zero_std")),
-                    help="Groups in which every completion got the same reward (no signal)")
 
-    st.page_link("pages/groups.py", label="Why this reward? Inspect the groups of each step",
-                 icon=":material/grid_view:",
-                 query_params={"run": str(stage.run_id), "stage": str(stage.id)})
-    markers = steering_markers(commands)
-    figs = figures(stage, frame, markers)
+def charts(stage_id: int, live: bool) -> None:
+    version = wb.stage_version(stage_id)
+    figs = chart_specs(wb.db_url, stage_id, version.metric_rows, version.commands_applied, live)
     for row in range(0, len(figs), 3):
         for i, (col, fig) in enumerate(zip(st.columns(3), figs[row:row + 3])):
-            col.plotly_chart(fig, key=f"chart_{row + i}", config={"displayModeBar": False})
+            col.plotly_chart(fig, key=f"chart_{row + i}", theme=None,
+                             config={"displayModeBar": False})
+
+
+# -- steering --------------------------------------------------------------------------------
+LABELS = {"temperature": "Temperature", "beta": "KL beta", "learning_rate": "Learning rate"}
+FORMATS = {"learning_rate": "%.2e", "beta": "%.3f"}
+STEPS = {"learning_rate": 1e-5, "beta": 0.01, "temperature": 0.05}
+
+
+def current_values(stage: Any) -> dict[str, Any]:
+    """The values of the stage's live parameters it runs with now: the effective values the
+    worker stored (``Stage.params``), else the config's."""
+    values = {}
+    for param in wb.live_params(stage.kind):
+        value = (stage.params or {}).get(param.name, (stage.config or {}).get(param.name))
+        if param.type == "weights":
+            names = reward_names(stage)
+            weights = list(value) if isinstance(value, (list, tuple)) else []
+            value = [float(w) for w in weights] + [1.0] * (len(names) - len(weights))
+        values[param.name] = value
+    return values
+
+
+def changed_params(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The ``set_params`` payload: every value that differs from the current one (weights as
+    the whole list, so an earlier live change of another weight is kept)."""
+    def differs(a: Any, b: Any) -> bool:
+        if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+            return len(a or []) != len(b or []) or any(differs(x, y) for x, y in zip(a, b))
+        if a is None or b is None:
+            return a is not b
+        return not math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
+
+    return {name: value for name, value in wanted.items() if differs(current.get(name), value)}
+
+
+def send(stage_id: int, payload: dict[str, Any]) -> None:
+    try:
+        message = wb.set_params(stage_id, payload)
+        st.success(f"{', '.join(f'{k}={v}' for k, v in payload.items())}: {message}")
+    except (ConfigError, WorkbenchError, StoreError, KeyError) as exc:
+        st.error(str(exc))
 
 
 def steering_form(stage: Any) -> None:
     st.subheader("Live steering")
     live = stage.status in ACTIVE_STATES
+    params = wb.live_params(stage.kind)
     current = current_values(stage)
-    beta_locked = float((stage.config or {}).get("beta", 0.0)) == 0.0
+    names = reward_names(stage)
     # Keys carry the current values: once a change is applied the form shows the new ones.
     sig = zlib.crc32(repr(sorted((k, str(v)) for k, v in current.items())).encode())
+    wanted: dict[str, Any] = {}
     with st.form(f"steer_{stage.id}", border=True):
-        cols = st.columns(3 + len(current["weights"]))
-        temperature = cols[0].number_input(
-            "Temperature", min_value=0.01, max_value=5.0, value=float(current["temperature"]),
-            step=0.05, format="%.2f", key=f"steer_temperature_{sig}", disabled=not live,
-            help="Sampling temperature of the group completions.")
-        beta = cols[1].number_input(
-            "KL beta", min_value=0.0, value=float(current["beta"]), step=0.01, format="%.3f",
-            key=f"steer_beta_{sig}", disabled=not live or beta_locked,
-            help="This stage started with beta = 0, so no reference model was loaded and KL "
-                 "cannot be switched on live." if beta_locked else
-                 "Weight of the KL penalty to the reference model.")
-        lr = cols[2].number_input(
-            "Learning rate", min_value=0.0, value=float(current["learning_rate"]),
-            step=1e-5, format="%.2e", key=f"steer_lr_{sig}", disabled=not live,
-            help="Set for every parameter group of the optimizer at the next step.")
-        weights = {}
-        for col, (name, value) in zip(cols[3:], current["weights"].items()):
-            weights[name] = col.number_input(
-                f"Weight: {name}", value=float(value), step=0.1, format="%.2f",
-                key=f"steer_weight_{name}_{sig}", disabled=not live,
-                help=f"Weight of the {name} reward in the total that advantages come from.")
+        widths = sum(len(names) if p.type == "weights" else 1 for p in params)
+        cols = iter(st.columns(max(1, widths)))
+        for param in params:
+            help_text = f"{param.help} Applied to: {param.applies}. Allowed: {param.bounds()}."
+            if param.type == "weights":
+                weights = []
+                for name, value in zip(names, current[param.name]):
+                    weights.append(next(cols).number_input(
+                        f"Weight: {name}", value=float(value), step=0.1, format="%.2f",
+                        key=f"steer_weight_{name}_{sig}", disabled=not live, help=help_text))
+                wanted[param.name] = weights
+                continue
+            locked = param.zero_stays_zero and not (stage.config or {}).get(param.name)
+            value = current[param.name]
+            wanted[param.name] = next(cols).number_input(
+                LABELS.get(param.name, param.name.replace("_", " ").capitalize()),
+                value=float(value if value is not None else 0.0),
+                step=STEPS.get(param.name, 0.1), format=FORMATS.get(param.name, "%.2f"),
+                key=f"steer_{param.name}_{sig}", disabled=not live or locked,
+                help=(f"This stage started with {param.name} = 0, so it stays 0: "
+                      f"{param.applies}." if locked else help_text))
+            if locked:
+                wanted.pop(param.name)
         submitted = st.form_submit_button("Apply at next step", type="primary",
                                           disabled=not live, icon=":material/tune:")
     if not live:
         st.caption(f"Steering needs a running or paused stage (this one is {stage.status}).")
     else:
-        st.caption("Prefilled with the values the stage runs with now; only the values you "
-                   "change are sent, and they take effect at the next step boundary.")
+        st.caption("Prefilled with the values the stage runs with now (refreshed when a change "
+                   "is applied); every value you change is sent and takes effect at the next "
+                   "step boundary.")
+    pending_key = f"steer_pending_{stage.id}"
     if submitted:
-        wanted = {"temperature": temperature, "learning_rate": lr, "weights": weights}
-        if not beta_locked:
-            wanted["beta"] = beta
+        st.session_state.pop(pending_key, None)
         payload = changed_params(current, wanted)
         if not payload:
             st.info("Nothing changed.")
-        else:
-            try:
-                message = wb.set_params(stage.id, payload)
-                st.success(f"{', '.join(f'{k}={v}' for k, v in payload.items())}: {message}")
-            except (WorkbenchError, StoreError, KeyError) as exc:
-                st.error(str(exc))
+            return
+        try:
+            _, risks = wb.check_params(stage.id, payload)
+        except (ConfigError, WorkbenchError, StoreError, KeyError) as exc:
+            st.error(f"Not sent: {exc}")
+            return
+        if not risks:
+            send(stage.id, payload)
+            return
+        st.session_state[pending_key] = (payload, risks)
+    pending = st.session_state.get(pending_key)
+    if pending and live:
+        payload, risks = pending
+        st.warning("This change may hurt the run: " + "; ".join(risks) + ". Apply it anyway?",
+                   icon=":material/warning:")
+        yes, no, _ = st.columns([1, 1, 4])
+        if yes.button("Apply anyway", key=f"steer_confirm_{stage.id}", type="primary"):
+            st.session_state.pop(pending_key, None)
+            send(stage.id, payload)
+        if no.button("Cancel", key=f"steer_cancel_{stage.id}"):
+            st.session_state.pop(pending_key, None)
+            st.rerun()
 
 
 def steering_log(stage_id: int) -> None:
@@ -397,21 +415,31 @@ def event_log(stage: Any) -> None:
 
 # -- the page --------------------------------------------------------------------------------
 run, stage = pick_stage_of_kind(wb, "grpo", "GRPO stage")
-header(stage.id, stage.status)
+stage_title(stage)
+controls(stage)
+st.fragment(live_status, run_every=poll_period(stage.status))(stage.id, stage.status)
 
 refresh = None
 if stage.status in (QUEUED, *ACTIVE_STATES):
-    # Redrawing nine charts costs CPU in the server and the browser; on a small machine that
-    # shares its cores with the training, fewer redraws mean faster steps
-    # (bench/bench_watching.py measures the cost of each setting).
     choice = st.segmented_control(
         "Redraw the charts every", list(REFRESH), default=DEFAULT_REFRESH, key="chart_refresh",
-        help="The progress bar above updates every 2 s regardless. On a machine that trains "
-             "on the CPU, fewer redraws leave more CPU to the training.")
+        help="The numbers above refresh every 2 s regardless. Each redraw costs CPU in the "
+             "browser; on a machine that trains on the CPU, fewer redraws leave more of it to "
+             "the training.")
     refresh = REFRESH[choice or DEFAULT_REFRESH]
-st.fragment(charts, run_every=refresh)(stage.id)
+st.page_link("pages/groups.py", label="Why this reward? Inspect the groups of each step",
+             icon=":material/grid_view:",
+             query_params={"run": str(stage.run_id), "stage": str(stage.id)})
+# Charts redraw while steps arrive; a paused or finished stage's curves do not move (a change
+# of status reruns the page).
+st.fragment(charts, run_every=refresh if stage.status == RUNNING else None)(
+    stage.id, stage.status in (QUEUED, *ACTIVE_STATES))
 
 steering_form(stage)
 st.subheader("Steering log")
-st.fragment(steering_log, run_every=refresh)(stage.id)
+steering_log(stage.id)
 event_log(stage)
+
+# What the form and the log above show; live_status redraws the page when it changes.
+version = wb.stage_version(stage.id)
+st.session_state[drawn_key(stage.id)] = (version.commands, version.commands_applied)

@@ -3,6 +3,7 @@ store the tests fill directly (metrics, steering commands, hand-made GRPO groups
 training, no background processes."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -79,6 +80,12 @@ def page(name: str, run_id: int | None = None, stage_id: int | None = None) -> A
     return at.run()
 
 
+def progress_text(at: AppTest) -> str:
+    """The text above the stage's progress bar."""
+    bar = next(m.value for m in at.markdown if 'class="wb-progress"' in m.value)
+    return html.unescape(re.search(r'margin-bottom:.3rem">(.*?)</div>', bar).group(1))
+
+
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
@@ -101,7 +108,7 @@ def test_live_training_charts_show_curves_and_the_steering_marker(store):
     at = page("training", run_id)
     assert not at.exception
     assert at.selectbox[1].value == stage_id
-    assert at.get("progress")[0].proto.text.startswith("step 6/60")
+    assert progress_text(at).startswith("step 6/60")
     figs = figures(at)
     assert len(figs) >= 8
     titles = [f["layout"]["title"]["text"] for f in figs]
@@ -141,11 +148,51 @@ def test_no_collapse_warning_when_format_fell_too(store):
     assert "policy collapse" not in texts(at.warning)
 
 
-def test_steering_form_is_prefilled_and_sends_only_the_changed_values(store):
+EFFECTIVE = {"temperature": 0.7, "beta": 0.0, "reward_weights": [1.0, 0.5],
+             "learning_rate": 3e-5}
+
+
+def apply_as_worker(store: Store, stage_id: int, step: int) -> None:
+    """What the worker does at a step boundary: apply the pending changes, store the
+    effective values, mark the commands applied."""
+    params = dict(store.get_stage(stage_id).params)
+    for cmd in store.pending_commands(stage_id):
+        params.update(cmd.payload)
+        store.mark_command_applied(cmd.id, step, "applied")
+    store.update_stage(stage_id, params=params, step=step)
+
+
+def steer(at: AppTest, **values: float) -> AppTest:
+    for label, value in values.items():
+        number_input(at, label.replace("_", " ")).set_value(value)
+    next(b for b in at.button if b.label == "Apply at next step").click()
+    return at.run()
+
+
+def test_collapse_warning_when_every_reward_falls(store):
+    # A learning rate of 10 set live: accuracy and format fall together (the rule above stays
+    # silent, format is not high), and the warning names the change before the fall.
     run_id, stage_id = grpo_run(store, **running())
+    store.update_stage(stage_id, step=14)
+    for step in range(1, 15):
+        good = step <= 7
+        store.add_metrics(stage_id, step, {"reward": 1.4 if good else 0.1,
+                                           "rewards/accuracy/mean": 0.9 if good else 0.05,
+                                           "rewards/format/mean": 1.0 if good else 0.1})
+    cmd = store.add_command(stage_id, "set", {"learning_rate": 10.0})
+    store.mark_command_applied(cmd, 8, "learning_rate = 10")
+    at = page("training", run_id)
+    warning = texts(at.warning)
+    assert "Every reward fell (accuracy 0.90 → 0.05" in warning
+    assert "It began after the live change learning_rate=10 (step 8)" in warning
+
+
+def test_steering_form_is_prefilled_and_sends_only_the_changed_values(store):
+    run_id, stage_id = grpo_run(store, **running(params=EFFECTIVE))
     log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
     at = page("training", run_id)
-    assert number_input(at, "Temperature").value == pytest.approx(0.7)  # newest steer value
+    # The effective values the worker stored, not the config's (temperature 1.0 there).
+    assert number_input(at, "Temperature").value == pytest.approx(0.7)
     assert number_input(at, "Weight: accuracy").value == pytest.approx(1.0)
     assert number_input(at, "Weight: format").value == pytest.approx(0.5)
     assert number_input(at, "Learning rate").value == pytest.approx(3e-5)
@@ -157,8 +204,51 @@ def test_steering_form_is_prefilled_and_sends_only_the_changed_values(store):
     assert not at.exception
     (cmd,) = store.commands(stage_id)
     assert cmd.kind == "set"
-    assert cmd.payload == {"temperature": pytest.approx(0.9), "reward_weights": {"format": 0.0}}
+    # Weights go as the whole list, so an earlier change of another weight is kept.
+    assert cmd.payload == {"temperature": pytest.approx(0.9), "reward_weights": [1.0, 0.0]}
     assert "applied at the next step boundary" in texts(at.success)
+
+
+def test_two_steering_changes_in_a_row_are_both_sent(store):
+    run_id, stage_id = grpo_run(store, **running(params=EFFECTIVE))
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = steer(page("training", run_id), Temperature=0.8)
+    apply_as_worker(store, stage_id, 7)
+    at.run()  # the page polls, sees the command applied and redraws the form
+    assert number_input(at, "Temperature").value == pytest.approx(0.8)
+    steer(at, Temperature=0.6)
+    assert [c.payload["temperature"] for c in store.commands(stage_id)] == [
+        pytest.approx(0.8), pytest.approx(0.6)]
+
+
+def test_a_change_made_from_the_cli_shows_in_the_form(store):
+    run_id, stage_id = grpo_run(store, **running(params=EFFECTIVE))
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = page("training", run_id)
+    Workbench().set_params(stage_id, {"learning_rate": "1e-5"})
+    apply_as_worker(store, stage_id, 7)
+    at.run()
+    assert number_input(at, "Learning rate").value == pytest.approx(1e-5)
+    assert "learning_rate=1e-05" in list(at.dataframe[0].value["command"])
+
+
+def test_a_bad_steering_value_is_refused_with_a_message(store):
+    run_id, stage_id = grpo_run(store, **running(params=EFFECTIVE))
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = steer(page("training", run_id), Temperature=-1.0)
+    assert "Not sent: temperature=-1 is out of range" in texts(at.error)
+    assert store.commands(stage_id) == []
+
+
+def test_a_risky_change_asks_for_a_confirmation(store):
+    run_id, stage_id = grpo_run(store, **running(params=EFFECTIVE))
+    log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
+    at = steer(page("training", run_id), Learning_rate=3e-4)
+    assert "a much higher rate can collapse the policy" in texts(at.warning)
+    assert store.commands(stage_id) == []
+    at.button(key=f"steer_confirm_{stage_id}").click().run()
+    (cmd,) = store.commands(stage_id)
+    assert cmd.payload == {"learning_rate": pytest.approx(3e-4)}
 
 
 def test_steering_is_disabled_for_a_finished_stage(store):
@@ -184,7 +274,7 @@ def test_chart_redraw_period_is_a_choice_while_the_stage_runs(store):
     log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
     at = page("training", run_id)
     redraw = next(b for b in at.button_group if b.label == "Redraw the charts every")
-    assert redraw.value == "2 s"
+    assert redraw.value == "5 s"
     redraw.set_value("never").run()
     assert not at.exception and len(figures(at)) >= 8  # still drawn, just not refreshed
     store.update_stage(stage_id, status="completed", pid=None)
@@ -269,6 +359,34 @@ def test_inspector_flags_zero_variance_truncated_and_unparseable(inspected):
     assert "no learning signal" not in blocks[0]
 
 
+def test_inspector_flags_a_wrong_answer_with_a_positive_advantage(store):
+    # Format outweighs accuracy: a wrong answer in form beats the right one without tags.
+    run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
+    store.add_groups(stage_id, 1, [Group(1, 0, "3+4=", "7", 0.75, 0.25, [
+        Rollout(0, WRONG, {"accuracy": 0.0, "format": 1.0}, 0.5, 0.7, 12, False),
+        Rollout(1, "7", {"accuracy": 1.0, "format": 0.0}, 1.0 * 0 + 0.4, -0.7, 2, False)]),
+        groups(1)[3]])
+    at = page("groups", run_id)
+    assert {m.label: m.value for m in at.metric}["Wrong, rewarded"] == "1"
+    (first, _) = group_blocks(at)
+    assert "1 wrong answer(s) with a positive advantage" in first
+    assert "⚠ wrong, rewarded" in first
+    at.session_state["gi_flags"] = ["wrong answer rewarded"]
+    at.run()
+    assert len(group_blocks(at)) == 1 and "3+4=" in group_blocks(at)[0]
+
+
+def test_inspector_judges_correct_by_the_accuracy_reward_when_the_stage_lacks_it(store):
+    # A stage trained on format only: the inspector still says which answers are right.
+    run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
+    store.add_groups(stage_id, 1, [Group(1, 0, "3+4=", "7", 1.0, 0.0, [
+        Rollout(0, GOOD, {"format": 1.0}, 1.0, 0.0, 12, False),
+        Rollout(1, WRONG, {"format": 1.0}, 1.0, 0.0, 12, False)])])
+    at = page("groups", run_id)
+    assert {m.label: m.value for m in at.metric}["Correct"] == "50%"
+    assert "1/2 correct" in group_blocks(at)[0]
+
+
 def test_inspector_escapes_model_text(store):
     run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
     store.add_groups(stage_id, 1, [Group(1, 0, "1+1=", "2", 0.0, 0.0, [
@@ -341,8 +459,9 @@ def test_choosing_an_earlier_step_shows_its_groups(inspected, store):
 def test_inspector_follows_a_running_stage_unless_the_url_names_a_step(inspected, store):
     store.update_stage(inspected[1], **running())
     at = page("groups", inspected[0])
-    assert at.toggle[0].value and at.select_slider[0].value == 2
-    assert "Following live: step 2" in texts(at.caption)
+    assert at.toggle[0].value
+    assert "Following live: step 2, the newest recorded" in texts(at.caption)
+    assert len(group_blocks(at)) == 4
     at = AppTest.from_file(APP, default_timeout=30)
     at.query_params.update({"run": str(inspected[0]), "stage": str(inspected[1]), "step": "1"})
     at.switch_page("pages/groups.py").run()
