@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/stage.py", title="Stage", icon="🔬"),
     st.Page("pages/training.py", title="Live training", icon="📈"),
     st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
+    st.Page("pages/curation.py", title="Curation", icon="🗂️"),
 ]
 
 st.navigation(PAGES).run()

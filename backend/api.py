@@ -519,9 +519,8 @@ class Workbench:
         """Stages that train (or wait to train) on this dataset: those waiting for it to be
         marked ready, and those wired to the stage that wrote it."""
         ds = self.store.get_dataset(dataset_id)
-        runs = [self.store.get_run(ds.run_id)] if ds.run_id is not None else []
         found = []
-        for run in runs:
+        for run in self.store.list_runs():
             producer = next((s for s in run.stages if s.id == ds.stage_id), None)
             wired = f"{producer.key}.dataset" if producer is not None else None
             for stage in run.stages:
