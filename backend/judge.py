@@ -20,9 +20,13 @@ other braces). Two templates ship:
 * :data:`LLM_TEMPLATE` for real models: explain briefly, then a last line ``VERDICT: CORRECT`` or
   ``VERDICT: INCORRECT``;
 * :data:`TINY_TEMPLATE` for the embedded character model, whose vocabulary has only digits,
-  ``+ - * = ,`` and the four tags: ``{question}<answer>{reference}</answer>{candidate}=``, to
+  ``+ - * = ,`` and the four tags: ``{question}{candidate}<answer>{reference}</answer>=``, to
   which the judge writes ``<think>CAND=REF</think>1`` (or ``0``): it copies the candidate's
   final answer and the reference side by side (its rationale), then gives the verdict digit.
+  The question and candidate read like the base model's own pre-training texts, and the two
+  answers to compare sit next to each other at the end of the prompt: with the reference
+  before the candidate instead, a 300-step tiny judge copied the candidate's answer twice and
+  scored 72% on held-out verdicts.
   The ``judge`` stage (``backend/stages/judge.py``) teaches the tiny base model this format.
 
 :func:`parse_verdict` reads either format; a judge text with no verdict in it gives ``None``
@@ -56,7 +60,7 @@ LLM_TEMPLATE = (
     "exactly \"VERDICT: CORRECT\" or \"VERDICT: INCORRECT\"."
 )
 # Only characters of the tiny tokenizer (backend.models.build_tokenizer).
-TINY_TEMPLATE = "{question}<answer>{reference}</answer>{candidate}="
+TINY_TEMPLATE = "{question}{candidate}<answer>{reference}</answer>="
 TEMPLATE_CHOICES = ("auto", "tiny", "llm")
 
 # Written into a judge model folder by the judge stage: the template and generation budget the
@@ -296,7 +300,8 @@ class EndpointJudge(Judge):
                 continue
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                last = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+                name = type(reason).__name__
+                last = f"{name}: {reason}" if str(reason) else name
                 continue
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 last = f"an answer that is not JSON ({exc})"

@@ -54,7 +54,8 @@ class RejectionConfig(StageConfig):
         "help": "HF model folder that samples; empty = the wired model (reasoning RL's)."})
     dataset: str = field(default="", metadata={
         "help": "jsonl/parquet/HF dataset of problems; empty = the wired problems."})
-    prompt_column: str = field(default="question", metadata={"help": "Prompt column of the dataset."})
+    prompt_column: str = field(default="question", metadata={
+        "help": "Prompt column of the dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of the dataset."})
     answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
     prompt_template: str = field(default="auto", metadata={

@@ -268,3 +268,39 @@ def test_judge_stage_trains_a_judge_that_records_its_format(tiny_model_dir, db_u
                                                       "wrong_answer", "wrong_thought",
                                                       "cut_off", "untagged"}
     assert LocalJudge(folder).template == TINY_TEMPLATE
+
+
+@pytest.mark.parametrize("rows, error", [
+    ([{"question": "q", "reference": "1", "candidate": "<answer>1</answer>", "verdict": True},
+      {"question": "q", "reference": "1", "candidate": "<answer>2</answer>", "verdict": 0}],
+     None),
+    ([{"question": "q", "reference": "1", "candidate": "c"}], "lacks column(s) verdict"),
+    ([{"question": "q", "reference": "1", "candidate": "c", "verdict": "maybe"}],
+     "row 0: verdict 'maybe'"),
+])
+def test_verdict_files(tmp_path, rows, error):
+    from backend.stages.common import ConfigError
+    from backend.stages.judge import load_verdicts
+
+    path = tmp_path / "verdicts.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    if error is None:
+        assert [e.verdict for e in load_verdicts(str(path))] == [True, False]
+    else:
+        with pytest.raises(ConfigError, match=error.replace("(", r"\(").replace(")", r"\)")):
+            load_verdicts(str(path))
+
+
+@pytest.mark.parametrize("template, verdict, expected", [
+    (TINY_TEMPLATE, True, "<think>7=7</think>1"),
+    (LLM_TEMPLATE, False, "The final answer 7 does not match the reference 8.\n"
+                          "VERDICT: INCORRECT"),
+])
+def test_judge_stage_teaches_the_verdict_format_parse_verdict_reads(template, verdict,
+                                                                    expected):
+    from backend.stages.judge import verdict_completion
+
+    reference = "7" if verdict else "8"
+    text = verdict_completion(template, "<think>3+4+0=7</think><answer>7</answer>", reference,
+                              verdict)
+    assert text == expected and parse_verdict(text) is verdict

@@ -335,6 +335,37 @@ def test_judge_endpoint_failing_mid_stage_keeps_the_scored_rows_and_resume_compl
     assert stage.summary["candidates"] == 16
 
 
+def test_stop_takes_effect_between_chunks_and_a_restart_finishes(tiny_model_dir, db_url,
+                                                                  tmp_path):
+    """A stop command ends the stage after a whole chunk (StageStopped, the rows of every
+    prompt started are written); running it again continues to the end."""
+    from backend.stages.context import StageStopped
+
+    store = Store(db_url)
+    real_add_checkpoint = store.add_checkpoint
+
+    def stop_after_first_chunk(stage_id, step, path, kind="trainer"):
+        real_add_checkpoint(stage_id, step, path, kind)
+        if step == 4 and not store.commands(stage_id):
+            store.add_command(stage_id, "stop")
+
+    store.add_checkpoint = stop_after_first_chunk
+    config = {**SMALL, "prompts": 40, "n_candidates": 2}
+    with pytest.raises(StageStopped):
+        run_stage(db_url, tmp_path, "rejection", config, ModelArtifact(path=tiny_model_dir),
+                  store=store)
+    dataset = store.datasets()[0]
+    prompts = Counter(row.meta["prompt_index"] for row in _rows(store, dataset.id))
+    assert 4 <= len(prompts) < 40 and set(prompts.values()) == {2}
+    stop = store.commands(dataset.stage_id)[0]
+    assert stop.applied_step == len(prompts)  # applied at the chunk boundary it stopped at
+    stage, _ = run_stage(db_url, tmp_path, "rejection", {}, None, store=store,
+                         stage_id=dataset.stage_id)
+    prompts = Counter(row.meta["prompt_index"] for row in _rows(store, dataset.id)
+                      if row.source == "reasoning")
+    assert prompts == {i: 2 for i in range(40)} and stage.step == 40
+
+
 def test_non_reasoning_file_rows_keep_html_as_text(tiny_model_dir, db_url, tmp_path):
     path = tmp_path / "chat.jsonl"
     html = "<img src=x onerror=alert(1)><script>alert('hi')</script>"
