@@ -261,16 +261,17 @@ def header(ds: Any, counts: dict[str, int]) -> None:
 
 def ready_box(ds: Any, counts: dict[str, int]) -> None:
     consumers = wb.dataset_consumers(ds.id)
-    waiting = [s for s in consumers if s.status == WAITING]
     with st.container(border=True):
         text_col, button_col = st.columns([3, 1], vertical_alignment="center")
         for stage in consumers:
-            what = ("is **waiting for this review**: it trains on the accepted rows once "
-                    "you mark the dataset ready" if stage.status == WAITING else
-                    "will wait for this review when it starts" if stage.status == "queued"
-                    else f"is {stage.status}")
-            text_col.markdown(f"Stage **{stage.name}** (run #{stage.run_id}) "
-                              f"{status_badge(stage.status)} {what}.")
+            frozen = wb.snapshots(ds.id, stage_id=stage.id)
+            what = (": waiting for this review; it trains on the accepted rows once you mark "
+                    "the dataset ready" if stage.status == WAITING else
+                    ": it will wait for this review when it starts" if stage.status == "queued"
+                    else f", on snapshot {frozen[-1].id} ({frozen[-1].size} rows, "
+                         f"`{frozen[-1].content_hash[:12]}`)" if frozen else "")
+            text_col.markdown(f"Stage **{stage.name}** of run #{stage.run_id} "
+                              f"{status_badge(stage.status)}{what}.")
             text_col.page_link("pages/stage.py", label=f"Open stage {stage.name}",
                                icon=":material/open_in_new:",
                                query_params={"run": str(stage.run_id),
@@ -298,8 +299,6 @@ def ready_box(ds: Any, counts: dict[str, int]) -> None:
                           icon=":material/check_circle:", width="stretch",
                           help="Review done: a waiting SFT stage starts training."
                           if accepted else "Accept at least one row first.")
-        if waiting:
-            text_col.caption("👀 " + ", ".join(s.name for s in waiting) + " waiting.")
 
 
 def set_ready(dataset_id: int, ready: bool) -> None:
@@ -1033,8 +1032,11 @@ def export_section(ds: Any, counts: dict[str, int]) -> None:
             column_config={"content hash": st.column_config.TextColumn(width="large"),
                            "frozen": st.column_config.DatetimeColumn(
                                format="YYYY-MM-DD HH:mm:ss")})
-        st.caption("A snapshot is the exact copy of the accepted rows a stage trained on "
-                   "(sha256 of their content): later edits never change it.")
+        newest = snapshots[-1]
+        st.caption(f"A snapshot is the exact copy of the accepted rows a stage trained on, "
+                   f"named by the sha256 of their content: later edits never change it. "
+                   f"Snapshot {newest.id}'s hash:")
+        st.code(newest.content_hash, language=None)
     else:
         st.caption("No snapshot yet: an SFT stage freezes one when it starts training.")
 
