@@ -108,6 +108,18 @@ def progress_eta(stage: Any) -> tuple[float, str]:
     return Workbench.stage_progress(stage)
 
 
+def tiles_html(tiles: list[tuple[str, Any, Optional[str]]]) -> str:
+    """A row of number tiles (label, value, help) as HTML: what ``st.metric`` shows, at a
+    fraction of the browser's work when a page redraws them every few seconds."""
+    cells = "".join(
+        f'<div class="wb-tile" data-label="{html.escape(label)}" '
+        f'data-value="{html.escape(str(value))}" title="{html.escape(help_ or "")}" '
+        f'style="flex:1 1 8rem;min-width:6rem"><div style="font-size:.875rem;opacity:.75">'
+        f'{html.escape(label)}</div><div style="font-size:2rem;line-height:1.3">'
+        f'{html.escape(str(value))}</div></div>' for label, value, help_ in tiles)
+    return f'<div style="display:flex;gap:1rem;flex-wrap:wrap;margin-bottom:.6rem">{cells}</div>'
+
+
 def live_summary(stage: Any, tiles: list[tuple[str, Any, Optional[str]]],
                  footer: str = "") -> None:
     """What a live page refreshes every 2 s, as ONE element: the progress text ("step 120/800
@@ -116,20 +128,13 @@ def live_summary(stage: Any, tiles: list[tuple[str, Any, Optional[str]]],
     each element a refresh sends costs the browser work, ``st.progress`` animates every
     change and ``st.metric`` is costly to lay out (bench/bench_watching.py)."""
     fraction, text = progress_eta(stage)
-    cells = "".join(
-        f'<div class="wb-tile" data-label="{html.escape(label)}" '
-        f'data-value="{html.escape(str(value))}" title="{html.escape(help_ or "")}" '
-        f'style="flex:1 1 8rem;min-width:6rem"><div style="font-size:.875rem;opacity:.75">'
-        f'{html.escape(label)}</div><div style="font-size:2rem;line-height:1.3">'
-        f'{html.escape(str(value))}</div></div>' for label, value, help_ in tiles)
     st.markdown(
         f'<div class="wb-progress" data-fraction="{fraction:.4f}" style="margin:.2rem 0 .8rem 0">'
         f'<div style="font-size:.875rem;margin-bottom:.3rem">{html.escape(text)}</div>'
         f'<div style="height:.5rem;border-radius:.25rem;background:rgba(128,128,128,.2)">'
         f'<div style="width:{100 * fraction:.2f}%;height:100%;border-radius:.25rem;'
         f'background:#ff4b4b"></div></div></div>'
-        + (f'<div style="display:flex;gap:1rem;flex-wrap:wrap;margin-bottom:.6rem">{cells}</div>'
-           if tiles else "")
+        + (tiles_html(tiles) if tiles else "")
         + (f'<div style="font-size:.875rem;opacity:.75">{footer}</div>' if footer else ""),
         unsafe_allow_html=True)
 
@@ -137,6 +142,11 @@ def live_summary(stage: Any, tiles: list[tuple[str, Any, Optional[str]]],
 # How often a page polls a stage that can still change (queued or active): each poll is one
 # cheap query (``Workbench.stage_version``), and only what changed is redrawn.
 POLL_SECONDS = 2
+# How often charts and the followed groups are redrawn while steps arrive. A redrawn Plotly
+# chart costs the browser ~0.1 s of CPU on a small machine, taken from a training that shares
+# it; the numbers above the charts still refresh every POLL_SECONDS
+# (bench/bench_watching.py measures each setting).
+CHART_SECONDS = 10
 
 
 def poll_period(status: str) -> Optional[int]:

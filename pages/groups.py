@@ -19,7 +19,8 @@ import streamlit as st
 
 from backend.analysis import FLAGS, NO_REFERENCE, OUTCOMES
 from backend.rewards.extract import FORMAT_TAGS
-from pages.common import ACTIVE_STATES, QUEUED, pick_stage_of_kind, query_int, workbench
+from pages.common import (ACTIVE_STATES, CHART_SECONDS, QUEUED, pick_stage_of_kind,
+                          query_int, tiles_html, workbench)
 
 wb = workbench()
 
@@ -30,9 +31,9 @@ HISTORY_SHOWN = 10
 ALL = "All"
 SORTS = ["Group order", "Highest reward spread", "Lowest mean reward", "Highest mean reward"]
 # While following a running stage: how often to jump to the newest step. Every jump redraws
-# the histogram and the shown groups (about 0.1 s of the browser's CPU, taken from a training
-# that shares the machine), and a person reads a step's groups for longer than that anyway.
-LIVE_POLL_SECONDS = 5
+# the histogram and the shown groups (CPU in the browser, taken from a training that shares
+# the machine), and a person reads a step's groups for longer than that anyway.
+LIVE_POLL_SECONDS = CHART_SECONDS
 
 CSS = """<style>
 .wb-group{font-size:0.88rem}
@@ -273,24 +274,24 @@ def advantage_histogram(views: list[Any]) -> dict:
 def summary(analysis: Any) -> None:
     views = analysis.groups
     rollouts = [r for v in views for r in v.rollouts]
-    cols = st.columns(7)
-    cols[0].metric("Groups", len(views),
-                   help=f"{analysis.n_rollouts} completions at step {analysis.step}")
-    cols[1].metric("Mean reward", f"{analysis.mean_reward:.3f}",
-                   help="Weighted total reward, mean over the step's completions")
-    cols[2].metric("Correct", f"{analysis.correct_share:.0%}",
-                   help="Completions the accuracy reward judges right (its recorded score "
-                        "above 0.5; computed now when the stage did not use it)")
-    cols[3].metric("Zero-variance groups", f"{analysis.zero_spread_share:.0%}",
-                   help="All completions of the group got the same reward: every advantage is "
-                        "0 and the group teaches nothing")
-    cols[4].metric("Truncated", f"{analysis.truncated_share:.0%}",
-                   help="Completions that hit max_completion_length without ending")
-    cols[5].metric("No answer", f"{analysis.unparseable_share:.0%}",
-                   help="Completions with no <answer> tag (or \\boxed{}): nothing to compare")
-    cols[6].metric("Wrong, rewarded", analysis.n_wrong_rewarded,
-                   help="Wrong answers that still got a positive advantage: another reward "
-                        "(usually format) paid more than accuracy took away")
+    st.markdown(tiles_html([
+        ("Groups", len(views), f"{analysis.n_rollouts} completions at step {analysis.step}"),
+        ("Mean reward", f"{analysis.mean_reward:.3f}",
+         "Weighted total reward, mean over the step's completions"),
+        ("Correct", f"{analysis.correct_share:.0%}",
+         "Completions the accuracy reward judges right (its recorded score above 0.5; "
+         "computed now when the stage did not use it)"),
+        ("Zero-variance groups", f"{analysis.zero_spread_share:.0%}",
+         "All completions of the group got the same reward: every advantage is 0 and the "
+         "group teaches nothing"),
+        ("Truncated", f"{analysis.truncated_share:.0%}",
+         "Completions that hit max_completion_length without ending"),
+        ("No answer", f"{analysis.unparseable_share:.0%}",
+         "Completions with no <answer> tag (or \\boxed{}): nothing to compare"),
+        ("Wrong, rewarded", analysis.n_wrong_rewarded,
+         "Wrong answers that still got a positive advantage: another reward (usually format) "
+         "paid more than accuracy took away"),
+    ]), unsafe_allow_html=True)
     st.caption("An advantage is how much better a completion scored than its group's average, "
                "in units of the group's spread (TRL's (r - mean) / std): positive ones are made "
                "more likely, negative ones less.")

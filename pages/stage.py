@@ -15,10 +15,10 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ACTIVE_STATES, FAILED, PAUSED, QUEUED, RESUMABLE_STATES, RUNNING,
-                          WAITING, control, default_stage, fmt_time, live_summary, local_time,
-                          poll_period, query_int, show_flashes, stage_title, status_badge,
-                          watched_stage, workbench)
+from pages.common import (ACTIVE_STATES, CHART_SECONDS, FAILED, PAUSED, QUEUED,
+                          RESUMABLE_STATES, RUNNING, WAITING, control, default_stage, fmt_time,
+                          live_summary, local_time, poll_period, query_int, show_flashes,
+                          stage_title, status_badge, watched_stage, workbench)
 
 wb = workbench()
 
@@ -234,10 +234,12 @@ controls(stage)
 show_error(stage)
 st.fragment(live_panel, run_every=poll_period(stage.status))(stage_id, stage.status)
 
-# The chart refreshes while the stage can still record something; when its status changes,
-# live_panel reruns the whole page.
+# The chart refreshes while the stage can still record something, as often as the Live
+# training charts (each redraw costs the browser CPU); when its status changes, live_panel
+# reruns the whole page.
 st.subheader("Metrics")
-st.fragment(metrics_chart, run_every=poll_period(stage.status))(stage_id)
+st.fragment(metrics_chart,
+            run_every=CHART_SECONDS if poll_period(stage.status) else None)(stage_id)
 st.subheader("Recent events")
 recent_events(stage_id)
 st.session_state[f"stage_drawn_event_{stage_id}"] = wb.stage_version(stage_id).event_id

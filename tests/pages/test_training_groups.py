@@ -86,6 +86,12 @@ def progress_text(at: AppTest) -> str:
     return html.unescape(re.search(r'margin-bottom:.3rem">(.*?)</div>', bar).group(1))
 
 
+def tiles(at: AppTest) -> dict[str, str]:
+    """Number tiles drawn as HTML (label -> shown value)."""
+    return {html.unescape(label): html.unescape(value) for m in at.markdown
+            for label, value in re.findall(r'data-label="([^"]*)" data-value="([^"]*)"', m.value)}
+
+
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
@@ -274,7 +280,7 @@ def test_chart_redraw_period_is_a_choice_while_the_stage_runs(store):
     log_steps(store, stage_id, {0: 0.3}, fmt=0.9)
     at = page("training", run_id)
     redraw = next(b for b in at.button_group if b.label == "Redraw the charts every")
-    assert redraw.value == "5 s"
+    assert redraw.value == "10 s"
     redraw.set_value("never").run()
     assert not at.exception and len(figures(at)) >= 8  # still drawn, just not refreshed
     store.update_stage(stage_id, status="completed", pid=None)
@@ -332,7 +338,7 @@ def test_inspector_shows_summary_histogram_and_groups_sorted_by_advantage(inspec
     at = page("groups", inspected[0])
     assert not at.exception
     assert at.select_slider[0].value == 2  # the newest step
-    metrics = {m.label: m.value for m in at.metric}
+    metrics = tiles(at)
     assert metrics["Groups"] == "4"
     assert metrics["Zero-variance groups"] == "50%"   # groups 1 and 3
     assert metrics["Truncated"] == "6%"                # 1 of 16
@@ -367,7 +373,7 @@ def test_inspector_flags_a_wrong_answer_with_a_positive_advantage(store):
         Rollout(1, "7", {"accuracy": 1.0, "format": 0.0}, 1.0 * 0 + 0.4, -0.7, 2, False)]),
         groups(1)[3]])
     at = page("groups", run_id)
-    assert {m.label: m.value for m in at.metric}["Wrong, rewarded"] == "1"
+    assert tiles(at)["Wrong, rewarded"] == "1"
     (first, _) = group_blocks(at)
     assert "1 wrong answer(s) with a positive advantage" in first
     assert "⚠ wrong, rewarded" in first
@@ -383,7 +389,7 @@ def test_inspector_judges_correct_by_the_accuracy_reward_when_the_stage_lacks_it
         Rollout(0, GOOD, {"format": 1.0}, 1.0, 0.0, 12, False),
         Rollout(1, WRONG, {"format": 1.0}, 1.0, 0.0, 12, False)])])
     at = page("groups", run_id)
-    assert {m.label: m.value for m in at.metric}["Correct"] == "50%"
+    assert tiles(at)["Correct"] == "50%"
     assert "1/2 correct" in group_blocks(at)[0]
 
 
