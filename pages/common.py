@@ -135,7 +135,8 @@ def live_summary(stage: Any, tiles: list[tuple[str, Any, Optional[str]]],
         f'<div style="width:{100 * fraction:.2f}%;height:100%;border-radius:.25rem;'
         f'background:#ff4b4b"></div></div></div>'
         + (tiles_html(tiles) if tiles else "")
-        + (f'<div style="font-size:.875rem;opacity:.75">{footer}</div>' if footer else ""),
+        + (f'<div style="font-size:.875rem;opacity:.75;margin-bottom:.8rem">{footer}</div>'
+           if footer else ""),
         unsafe_allow_html=True)
 
 
