@@ -116,6 +116,82 @@ class Workbench:
             f"{k}={v}" for k, v in sets.items()), stage_id=stage_id)
         return self.resume(stage_id)
 
+    @staticmethod
+    def run_result(run: r.Run) -> Optional[float]:
+        """A run's result (a 0-1 share): the final model's greedy pass@1 from the run's own
+        evaluate stage once it completed, else None. A failed run has no result: the base
+        model's accuracy, or a quick eval inside training, is not what the run produced."""
+        for stage in reversed(run.stages):
+            if stage.kind == "evaluate" and stage.status == r.COMPLETED:
+                summary = stage.summary or {}
+                value = (summary.get("final") or {}).get("greedy_pass@1",
+                                                         summary.get("accuracy"))
+                if isinstance(value, (int, float)):
+                    return float(value)
+        return None
+
+    @staticmethod
+    def eval_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+        """An evaluate stage's base -> final comparison as rows (metric, base, final, gain in
+        points); empty when the stage has not finished. Shares are 0-1, gains in points."""
+        final = summary.get("final")
+        if not isinstance(final, dict):
+            return []
+        base = summary.get("base") if isinstance(summary.get("base"), dict) else {}
+        k, temperature = summary.get("k", "k"), summary.get("temperature", "?")
+        rows = []
+        for key, label in (("greedy_pass@1", "greedy pass@1"),
+                           ("sampled_pass@1", f"sampled pass@1 (T={temperature})"),
+                           (f"cons@{k}", f"cons@{k} (majority of {k} samples)"),
+                           ("greedy_lenient", "lenient (last number)"),
+                           ("think_rate", "uses <think>")):
+            if key not in final:
+                continue
+            b, f = base.get(key), final[key]
+            rows.append({"metric": label, "base": b, "final": f,
+                         "gain (points)": None if b is None else 100 * (f - b)})
+        return rows
+
+    def rollout_rows(self, run_id: int, stage_id: Optional[int] = None,
+                     step: Optional[int] = None) -> list[dict[str, Any]]:
+        """A run's rollouts (optionally one stage's, one step's) as the rows
+        ``export_rollouts`` writes: the UI's downloads and the CLI export share them."""
+        self.store.get_run(run_id)
+        return [row for row in self.store.iter_rollouts(run_id)
+                if (stage_id is None or row["stage_id"] == stage_id)
+                and (step is None or row["step"] == step)]
+
+    def metric_rows(self, stage_id: int) -> list[dict[str, Any]]:
+        """A stage's metrics, one row per step (columns: step, then each metric)."""
+        rows: dict[int, dict[str, Any]] = {}
+        for metric in self.store.metrics(stage_id):
+            rows.setdefault(metric.step, {"step": metric.step})[metric.name] = metric.value
+        return [rows[step] for step in sorted(rows)]
+
+    @staticmethod
+    def export_bytes(rows: list[dict[str, Any]], fmt: str = "jsonl") -> bytes:
+        """Rows as a file's bytes, written by ``datasets`` exactly as the CLI exports write
+        them (jsonl: same options as ``export_rollouts``); fmt is jsonl, parquet or csv."""
+        import io
+
+        import datasets
+        from datasets import Dataset
+
+        datasets.disable_progress_bars()
+        buf = io.BytesIO()
+        if not rows:
+            return b""
+        data = Dataset.from_list(rows)
+        if fmt == "jsonl":
+            data.to_json(buf, force_ascii=False, double_precision=15)
+        elif fmt == "parquet":
+            data.to_parquet(buf)
+        elif fmt == "csv":
+            data.to_csv(buf, index=False)
+        else:
+            raise ConfigError(f"unknown export format {fmt!r} (jsonl, parquet or csv)")
+        return buf.getvalue()
+
     def list_runs(self) -> list[r.Run]:
         runner.reap(self.store)
         return self.store.list_runs()

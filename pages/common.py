@@ -6,15 +6,17 @@ Pages import ``backend.api`` only, never torch / transformers / trl: the UI neve
 from __future__ import annotations
 
 import html
+import json
 import os
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
+import pandas as pd
 import streamlit as st
 
 from backend.api import (ACTIVE_STATES, COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED,
-                         RESUMABLE_STATES, RUNNING, STOPPED, WAITING, StoreError, Workbench,
-                         WorkbenchError)
+                         RESUMABLE_STATES, RUNNING, STOPPED, WAITING, ConfigError, StoreError,
+                         Workbench, WorkbenchError)
 
 def _through_app_navigation() -> None:
     """Make every page run inside ``app.py``'s ``st.navigation``.
@@ -209,8 +211,9 @@ def watched_stage(stage_id: int, shown_status: str) -> Optional[Any]:
     try:
         stage = workbench().get_stage(stage_id)
     except KeyError:
-        st.warning("This stage no longer exists (its run was deleted).")
-        return None
+        # Deleted (in another tab, from the CLI): the whole page reruns and shows
+        # ``run_gone`` instead of its controls and forms.
+        st.rerun(scope="app")
     if stage.status != shown_status:
         st.rerun()
     return stage
@@ -230,11 +233,42 @@ def query_int(name: str) -> Optional[int]:
         return None
 
 
+def run_gone(run_id: int) -> None:
+    """A page opened on a run that no longer exists (deleted in another tab or from the CLI,
+    or an old bookmark): a short message and the way back, nothing else."""
+    st.warning(f"Run {run_id} was deleted.", icon=":material/delete:")
+    st.page_link("pages/runs.py", label="Back to Runs", icon=":material/arrow_back:")
+    st.stop()
+
+
+def check_run_exists(runs: list[Any]) -> None:
+    """Stop the page with ``run_gone`` when the URL names a run not among ``runs``."""
+    wanted = query_int("run")
+    if wanted is not None and wanted not in {run.id for run in runs}:
+        run_gone(wanted)
+
+
+def rerun_if_deleted(fragment: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a refreshing fragment: when its stage was deleted meanwhile (the API raises
+    KeyError), the whole page reruns and says so (``run_gone``), not a traceback."""
+    def wrapped(*args: Any, **kwargs: Any) -> None:
+        try:
+            fragment(*args, **kwargs)
+        except KeyError:
+            st.rerun(scope="app")
+    wrapped.__name__ = getattr(fragment, "__name__", "fragment")
+    wrapped.__qualname__ = getattr(fragment, "__qualname__", wrapped.__name__)
+    return wrapped
+
+
 def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[Any, Any]:
     """Run and stage selectboxes limited to runs that have a stage of ``kind``; opens on the
     URL's ``?run=&stage=``, else the newest run with an active stage of that kind, else the
-    newest run that has one. Keeps the URL in step. Stops the page when there is nothing."""
-    runs = [run for run in wb.list_runs() if any(s.kind == kind for s in run.stages)]
+    newest run that has one. Keeps the URL in step. Stops the page when there is nothing, or
+    when the URL's run was deleted."""
+    all_runs = wb.list_runs()
+    check_run_exists(all_runs)
+    runs = [run for run in all_runs if any(s.kind == kind for s in run.stages)]
     if not runs:
         st.info(f"No run has a {what} yet. Start one (e.g. recipe `r1-zero`) on the Runs page.")
         st.page_link("pages/runs.py", label="Runs", icon=":material/add:")
@@ -269,3 +303,48 @@ def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[A
 def command_label(cmd: Any) -> str:
     """Short text of a command: ``pause``, ``temperature=0.7``, ``reward_weights=1,0``."""
     return Workbench.describe_command(cmd)
+
+
+# -- stage configs as editable tables (Runs: new run, clone; Stage: fix and re-run) --------
+def shown(value: Any) -> str:
+    """A config value as the text a user edits (the backend coerces text to each type)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def config_frame(config: dict[str, Any], help_text: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame([{"setting": key, "value": shown(value), "help": help_text.get(key, "")}
+                         for key, value in config.items()])
+
+
+def edited_config(defaults: dict[str, Any], edited: pd.DataFrame) -> dict[str, Any]:
+    """The stage config a user submitted: untouched settings keep their typed default,
+    edited ones go to the backend as text (it validates and coerces them)."""
+    config = {}
+    for key, text in zip(edited["setting"], edited["value"]):
+        default = defaults[key]
+        text = "" if text is None or pd.isna(text) else str(text).strip()
+        if text == shown(default):
+            config[key] = default
+        elif default is None:
+            config[key] = text or None
+        elif isinstance(default, (list, dict)):
+            try:
+                config[key] = json.loads(text)
+            except ValueError:
+                raise ConfigError(f"setting {key}={text!r} is not valid JSON") from None
+        else:
+            config[key] = text
+    return config
+
+
+CONFIG_COLUMNS = {
+    "setting": st.column_config.TextColumn("Setting", width="medium"),
+    "value": st.column_config.TextColumn("Value", width="small"),
+    "help": st.column_config.TextColumn("What it does", width="large"),
+}

@@ -2,15 +2,15 @@
 run's stage view, delete a run after confirming."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from backend.api import ConfigError, StoreError, WorkbenchError
-from pages.common import (COMPLETED, flash, heldout_accuracy, local_time, show_flashes,
-                          status_badge, status_emoji, workbench)
+from pages.common import (COMPLETED, CONFIG_COLUMNS, RESUMABLE_STATES, config_frame,
+                          edited_config, flash, local_time, show_flashes, status_badge,
+                          status_emoji, workbench)
 
 wb = workbench()
 
@@ -30,12 +30,11 @@ def stage_fraction(stage: Any) -> float:
 def runs_frame(runs: list[Any]) -> pd.DataFrame:
     rows = []
     for run in runs:
-        accuracy = heldout_accuracy(run.stages)
+        accuracy = wb.run_result(run)
         rows.append({
             "id": run.id,
             "name": run.name,
-            "recipe": run.recipe,
-            "preset": run.preset,
+            "recipe": f"{run.recipe} · {run.preset}",
             "status": status_badge(run.status),
             "progress": (sum(stage_fraction(s) for s in run.stages) / len(run.stages)
                          if run.stages else 0.0),
@@ -50,19 +49,20 @@ def runs_frame(runs: list[Any]) -> pd.DataFrame:
 
 RUN_COLUMNS = {
     "id": st.column_config.NumberColumn("Run", format="#%d", width="small"),
-    "name": st.column_config.TextColumn("Name"),
-    "recipe": st.column_config.TextColumn("Recipe"),
-    "preset": st.column_config.TextColumn("Preset"),
-    "status": st.column_config.TextColumn("Status"),
+    "name": st.column_config.TextColumn("Name", width="medium"),
+    "recipe": st.column_config.TextColumn("Recipe · preset", width="small"),
+    "status": st.column_config.TextColumn("Status", width="small"),
     "progress": st.column_config.ProgressColumn(
         "Progress", min_value=0.0, max_value=1.0, format="percent", width="small",
         help="Share of all stages' steps done"),
     "stages": st.column_config.TextColumn(
-        "Stages", help="Each stage: status, kind, step / total steps"),
+        "Stages", width="medium", help="Each stage: status, kind, step / total steps"),
     "accuracy": st.column_config.NumberColumn(
-        "Held-out acc.", format="%.1f%%",
-        help="Strict accuracy on held-out problems, from the newest stage that evaluated"),
-    "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+        "Result", format="%.1f%%", width="small",
+        help="The final model's greedy pass@1 on held-out problems, from this run's own "
+             "evaluate stage once it completed (none for a run that failed before it)"),
+    "created": st.column_config.DatetimeColumn("Created", format="MM-DD HH:mm",
+                                               width="small"),
 }
 
 
@@ -88,10 +88,16 @@ def runs_table() -> None:
 def run_actions(run: Any) -> None:
     with st.container(border=True):
         st.markdown(f"**Run #{run.id} · {run.name}** — {status_badge(run.status)}")
-        open_col, delete_col, _ = st.columns([1, 1, 3])
+        open_col, clone_col, delete_col, _ = st.columns([1, 1, 1, 2])
         if open_col.button("Open stage view", key="open_run", type="primary",
                            icon=":material/open_in_new:", width="stretch"):
             st.switch_page("pages/stage.py", query_params={"run": str(run.id)})
+        if clone_col.button("Clone run…", key="ask_clone", icon=":material/content_copy:",
+                            width="stretch",
+                            help="A new run with this run's stages and configs, editable "
+                                 "before it starts (fix what made it fail)."):
+            st.session_state["clone_of"] = run.id
+            st.rerun()  # the clone editor is drawn below the table, outside this fragment
         if delete_col.button("Delete run…", key="ask_delete", icon=":material/delete:",
                              width="stretch"):
             st.session_state["confirm_delete"] = run.id
@@ -121,56 +127,64 @@ def confirm_delete(run: Any) -> None:
         st.rerun()
 
 
-# -- stage configs as editable tables --------------------------------------------------------
-def shown(value: Any) -> str:
-    """A config value as the text a user edits (the backend coerces text to each type)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return repr(value) if isinstance(value, float) else str(value)
+def config_tabs(specs: list[Any], key: str) -> list[pd.DataFrame]:
+    """One editable settings table per stage (inside the caller's form)."""
+    st.markdown("**Stage settings** (edit a value to change it; checked when you start "
+                "the run)")
+    tabs = st.tabs([f"{i + 1}. {spec.name}" for i, spec in enumerate(specs)])
+    edited = []
+    for i, (tab, spec) in enumerate(zip(tabs, specs)):
+        frame = config_frame(spec.config, wb.config_help(spec.kind))
+        edited.append(tab.data_editor(
+            frame, key=f"{key}_{i}", hide_index=True, disabled=["setting", "help"],
+            column_config=CONFIG_COLUMNS, height=(len(frame) + 1) * 35 + 3))
+    return edited
 
 
-def config_frame(config: dict[str, Any], help_text: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame([{"setting": key, "value": shown(value), "help": help_text.get(key, "")}
-                         for key, value in config.items()])
+def start_once(form: str, start: Any) -> None:
+    """Run ``start()`` (which creates a run) once per drawn form. A second click on the same
+    button (a double click, or a click while the first is still starting) is ignored: the
+    form's generation is marked as used before the run is created, and a new generation of
+    the form (fresh keys) is drawn after it. The message with the new run's link is shown at
+    the top of the page, above the tables."""
+    generation = st.session_state.get(f"{form}_generation", 0)
+    used = f"{form}_started"
+    if st.session_state.get(used) == generation:
+        return
+    st.session_state[used] = generation
+    try:
+        run = start()
+    except (ConfigError, StoreError, WorkbenchError, KeyError) as exc:
+        st.session_state.pop(used, None)
+        st.error(f"Run not created. {exc}")
+        return
+    st.session_state[f"{form}_generation"] = generation + 1
+    st.session_state["started_run"] = (run.id, run.name)
+    st.session_state.pop("clone_of", None)
+    flash(f"Run #{run.id} started: {run.name}", icon="🚀")
+    st.rerun()
 
 
-def edited_config(defaults: dict[str, Any], edited: pd.DataFrame) -> dict[str, Any]:
-    """The stage config a user submitted: untouched settings keep their typed default,
-    edited ones go to the backend as text (it validates and coerces them)."""
-    config = {}
-    for key, text in zip(edited["setting"], edited["value"]):
-        default = defaults[key]
-        text = "" if text is None or pd.isna(text) else str(text).strip()
-        if text == shown(default):
-            config[key] = default
-        elif default is None:
-            config[key] = text or None
-        elif isinstance(default, (list, dict)):
-            try:
-                config[key] = json.loads(text)
-            except ValueError:
-                raise ConfigError(f"setting {key}={text!r} is not valid JSON") from None
-        else:
-            config[key] = text
-    return config
-
-
-CONFIG_COLUMNS = {
-    "setting": st.column_config.TextColumn("Setting", width="medium"),
-    "value": st.column_config.TextColumn("Value", width="small"),
-    "help": st.column_config.TextColumn("What it does", width="large"),
-}
+def started_message() -> None:
+    """The run just started, with its link: at the top, on the first screen."""
+    started = st.session_state.get("started_run")
+    if not started:
+        return
+    run_id, name = started
+    with st.container(border=True):
+        st.success(f"Run #{run_id} started: **{name}**", icon=":material/rocket_launch:")
+        st.page_link("pages/stage.py", label=f"Watch run #{run_id}",
+                     icon=":material/monitoring:", query_params={"run": str(run_id)})
 
 
 def new_run_form(expanded: bool) -> None:
     with st.expander("New run", expanded=expanded, icon=":material/add:"):
         recipes = wb.recipes()
+        names = list(recipes)
         recipe_col, preset_col, name_col = st.columns(3)
-        recipe = recipe_col.selectbox("Recipe", list(recipes), key="new_recipe")
+        # r1-zero is what the README walks a new user through.
+        recipe = recipe_col.selectbox("Recipe", names, key="new_recipe",
+                                      index=names.index("r1-zero") if "r1-zero" in names else 0)
         preset = preset_col.selectbox(
             "Preset", wb.presets(), key="new_preset",
             help="Resizes every stage. 'tiny' is the embedded default (minutes on a laptop "
@@ -183,32 +197,53 @@ def new_run_form(expanded: bool) -> None:
         except ConfigError as exc:
             st.error(f"This recipe and preset do not fit together: {exc}")
             return
-        with st.form("new_run_form", border=False):
-            st.markdown("**Stage settings** (edit a value to change it; checked when you "
-                        "start the run)")
-            tabs = st.tabs([f"{i + 1}. {spec.name}" for i, spec in enumerate(specs)])
-            edited = []
-            for i, (tab, spec) in enumerate(zip(tabs, specs)):
-                frame = config_frame(spec.config, wb.config_help(spec.kind))
-                edited.append(tab.data_editor(
-                    frame, key=f"config_{recipe}_{preset}_{i}", hide_index=True,
-                    disabled=["setting", "help"], column_config=CONFIG_COLUMNS,
-                    height=(len(frame) + 1) * 35 + 3))
+        generation = st.session_state.get("new_run_generation", 0)
+        with st.form(f"new_run_form_{generation}", border=False):
+            edited = config_tabs(specs, f"config_{recipe}_{preset}_{generation}")
             submitted = st.form_submit_button("Start run", type="primary",
                                               icon=":material/play_arrow:")
         if submitted:
-            try:
-                configs = [edited_config(spec.config, frame)
-                           for spec, frame in zip(specs, edited)]
-                run = wb.create_run(recipe, preset, name=name.strip() or None,
-                                    stage_configs=configs)
-            except (ConfigError, StoreError, WorkbenchError) as exc:
-                st.error(f"Run not created. {exc}")
-            else:
-                st.success(f"Run #{run.id} started: **{run.name}**")
-                st.page_link("pages/stage.py", label=f"Watch run #{run.id}",
-                             icon=":material/monitoring:", query_params={"run": str(run.id)})
+            start_once("new_run", lambda: wb.create_run(
+                recipe, preset, name=name.strip() or None,
+                stage_configs=[edited_config(spec.config, frame)
+                               for spec, frame in zip(specs, edited)]))
 
 
+def clone_form(run_id: int) -> None:
+    """A failed or finished run's stages and configs, editable, started as a new run."""
+    try:
+        run = wb.get_run(run_id)
+    except KeyError:
+        st.session_state.pop("clone_of", None)
+        return
+    with st.container(border=True):
+        st.markdown(f"**Clone run #{run.id} · {run.name}** ({run.recipe} · {run.preset}), "
+                    f"{status_badge(run.status)}")
+        failed = [s for s in run.stages if s.status in RESUMABLE_STATES and s.error]
+        if failed:
+            st.caption(f"It stopped in stage {failed[0].position + 1} ({failed[0].name}): "
+                       f"{failed[0].error.splitlines()[0]}")
+        generation = st.session_state.get("clone_run_generation", 0)
+        with st.form(f"clone_form_{run.id}_{generation}", border=False):
+            name = st.text_input("Name (optional)", key=f"clone_name_{run.id}_{generation}",
+                                 placeholder=f"{run.name} (clone of #{run.id})")
+            edited = config_tabs(run.stages, f"clone_config_{run.id}_{generation}")
+            start_col, cancel_col, _ = st.columns([1, 1, 3])
+            submitted = start_col.form_submit_button("Start clone", type="primary",
+                                                     icon=":material/play_arrow:")
+            cancelled = cancel_col.form_submit_button("Cancel")
+        if cancelled:
+            st.session_state.pop("clone_of", None)
+            st.rerun()
+        if submitted:
+            start_once("clone_run", lambda: wb.clone_run(
+                run.id, name=name.strip() or None,
+                stage_configs=[edited_config(s.config, frame)
+                               for s, frame in zip(run.stages, edited)]))
+
+
+started_message()
 runs_table()
+if st.session_state.get("clone_of") is not None:
+    clone_form(st.session_state["clone_of"])
 new_run_form(expanded=not wb.list_runs())

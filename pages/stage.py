@@ -8,6 +8,7 @@ Opens on the run and stage named in the URL (``?run=3&stage=7``), else the newes
 most interesting stage (the active one, else the one that failed or stopped, else the newest)."""
 from __future__ import annotations
 
+import ast
 import html
 import re
 from typing import Any, Optional
@@ -15,10 +16,12 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
-from pages.common import (ACTIVE_STATES, CHART_SECONDS, FAILED, PAUSED, QUEUED,
-                          RESUMABLE_STATES, RUNNING, WAITING, control, default_stage, fmt_time,
-                          live_summary, local_time, poll_period, query_int, show_flashes,
-                          stage_title, status_badge, watched_stage, workbench)
+from backend.api import ConfigError, StoreError, WorkbenchError
+from pages.common import (ACTIVE_STATES, CHART_SECONDS, CONFIG_COLUMNS, FAILED, PAUSED,
+                          QUEUED, RESUMABLE_STATES, RUNNING, WAITING, check_run_exists,
+                          config_frame, control, default_stage, edited_config, flash, fmt_time,
+                          live_summary, local_time, poll_period, query_int, rerun_if_deleted,
+                          show_flashes, stage_title, status_badge, watched_stage, workbench)
 
 wb = workbench()
 
@@ -28,6 +31,7 @@ show_flashes()
 
 # -- pick run and stage ----------------------------------------------------------------------
 runs = wb.list_runs()
+check_run_exists(runs)
 if not runs:
     st.info("No runs yet.")
     st.page_link("pages/runs.py", label="Start one on the Runs page", icon=":material/add:")
@@ -85,6 +89,7 @@ def events_frame(stage: Any) -> pd.DataFrame:
 
 
 LOG_LINES = 25
+LOG_HEIGHT = 360
 # A tqdm bar ("Tokenizing train dataset:  91%|████ | 93575/102400 [...]") redraws itself with
 # carriage returns, which become one log line per redraw.
 _PROGRESS_BAR = re.compile(r"^(?P<what>[^|]*?):?\s*\d+%\|")
@@ -105,6 +110,37 @@ def collapse_progress_bars(log: str) -> list[str]:
             lines.append(line)
         previous = what
     return lines
+
+
+# The numbers worth a glance in a TRL log dict, in this order; the rest are on the chart.
+LOG_KEYS = ("epoch", "loss", "reward", "reward_std", "kl", "entropy",
+            "completions/mean_length", "frac_reward_zero_std", "grad_norm", "learning_rate")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_log_line(line: str) -> str:
+    """A raw TRL metrics dict (``{'loss': 0.0123, 'grad_norm': ..., ...}``, ~40 keys) as one
+    short line of the numbers above (``loss 0.0123 · reward 1.2 · ... (+30 more)``); any
+    other line unchanged."""
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return line
+    try:
+        values = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return line
+    if not isinstance(values, dict):
+        return line
+    shown = [f"{key} {_short(values[key])}" for key in LOG_KEYS if key in values]
+    if not shown:
+        shown = [f"{key} {_short(value)}" for key, value in list(values.items())[:6]]
+    more = len(values) - len(shown)
+    return " · ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
 def controls(stage: Any) -> None:
@@ -151,8 +187,10 @@ def live_panel(stage_id: int, shown_status: str) -> None:
     ], footer=(f"Checkpoint: <code>{html.escape(stage.checkpoint)}</code>" if stage.checkpoint
                else "Checkpoint: none yet"))
     st.markdown("**Log** (newest last)")
-    log = "\n".join(collapse_progress_bars(wb.log_tail(stage_id, 300))[-LOG_LINES:])
-    st.code(log or "(no output yet)", language="text", wrap_lines=True)
+    log = "\n".join(format_log_line(line) for line in
+                    collapse_progress_bars(wb.log_tail(stage_id, 300))[-LOG_LINES:])
+    # A fixed height: a long tail scrolls inside its box rather than lengthening the page.
+    st.code(log or "(no output yet)", language="text", wrap_lines=True, height=LOG_HEIGHT)
 
 
 def recent_events(stage_id: int) -> None:
@@ -227,19 +265,123 @@ def metric_names(db_url: str, stage_id: int, metric_rows: int) -> list[str]:
     return wb.metric_names(stage_id)
 
 
+def rerun_form(stage: Any) -> None:
+    """Fix a failed (or stopped / interrupted) stage's config and run it again: the changed
+    settings go to ``Workbench.rerun_stage``, which validates them first. One click runs it
+    once: the drawn form's generation is marked used before the call."""
+    generation = st.session_state.get(f"rerun_generation_{stage.id}", 0)
+    with st.expander("Fix config and re-run", expanded=stage.status == FAILED,
+                     icon=":material/build:"):
+        with st.form(f"rerun_form_{stage.id}_{generation}", border=False):
+            frame = config_frame(stage.config, wb.config_help(stage.kind))
+            edited = st.data_editor(frame, key=f"rerun_config_{stage.id}_{generation}",
+                                    hide_index=True, disabled=["setting", "help"],
+                                    column_config=CONFIG_COLUMNS,
+                                    height=(len(frame) + 1) * 35 + 3)
+            submitted = st.form_submit_button(
+                "Re-run with this config", type="primary", icon=":material/replay:",
+                help="Runs this stage again from its last checkpoint (from its start if it "
+                     "has none), then the rest of the run.")
+    if not submitted:
+        return
+    used = f"rerun_started_{stage.id}"
+    if st.session_state.get(used) == generation:
+        return
+    try:
+        config = edited_config(stage.config, edited)
+        sets = {k: v for k, v in config.items() if v is not stage.config.get(k)}
+        if not sets:
+            st.info("Nothing changed: edit a value first (or use Resume from checkpoint).")
+            return
+        st.session_state[used] = generation
+        message = wb.rerun_stage(stage.id, sets)
+    except (ConfigError, StoreError, WorkbenchError, KeyError) as exc:
+        st.session_state.pop(used, None)
+        st.error(f"Not re-run. {exc}")
+        return
+    st.session_state[f"rerun_generation_{stage.id}"] = generation + 1
+    flash(f"Stage re-run with {', '.join(f'{k}={v}' for k, v in sets.items())}: {message}",
+          icon="🔁")
+    st.rerun()
+
+
+def points(value: Any) -> str:
+    return f"{value:+.1f}" if isinstance(value, (int, float)) else "–"
+
+
+def eval_results(stage: Any) -> None:
+    """An evaluate stage's base -> final comparison, from its summary."""
+    summary = stage.summary or {}
+    rows = wb.eval_table(summary)
+    if not rows:
+        return
+    st.subheader("Evaluation: base → final")
+    st.caption(f"{summary.get('problems', '?')} held-out problems of "
+               f"`{summary.get('dataset', '?')}` (split `{summary.get('split', '?')}`"
+               + (f", answers read as {summary['answer_format']}"
+                  if summary.get("answer_format") else "") + ")")
+    gain = summary.get("gain_points")
+    if isinstance(gain, (int, float)):
+        st.markdown(f"Greedy pass@1 **{points(gain)} points** "
+                    f"({percent(rows[0]['base'])} → {percent(rows[0]['final'])})")
+    st.dataframe(pd.DataFrame([{"metric": row["metric"], "base": percent(row["base"]),
+                                "final": percent(row["final"]),
+                                "gain (points)": points(row["gain (points)"])}
+                               for row in rows]), hide_index=True)
+
+
+FORMATS = {"jsonl": "application/jsonl", "parquet": "application/octet-stream",
+           "csv": "text/csv"}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def export_file(db_url: str, what: str, run_id: int, stage_id: int, fmt: str,
+                version: tuple) -> bytes:
+    """A download's bytes, built once per change of the stage's data (``version``)."""
+    rows = (wb.rollout_rows(run_id, stage_id) if what == "rollouts"
+            else wb.metric_rows(stage_id))
+    return wb.export_bytes(rows, fmt)
+
+
+def downloads(stage: Any) -> None:
+    """The stage's rollouts and metrics as files, with the CLI exports' content."""
+    version = wb.stage_version(stage.id)
+    kinds = [("metrics", version.metric_rows)]
+    if version.group_step is not None:
+        kinds.insert(0, ("rollouts", version.group_step))
+    if not any(n for _, n in kinds):
+        return
+    with st.expander("Download", icon=":material/download:"):
+        fmt = st.segmented_control("Format", list(FORMATS), default="jsonl",
+                                   key=f"download_format_{stage.id}") or "jsonl"
+        cols = st.columns(len(kinds))
+        for col, (what, _) in zip(cols, kinds):
+            data = export_file(wb.db_url, what, stage.run_id, stage.id, fmt,
+                               (version.metric_rows, version.group_step))
+            col.download_button(f"{what.capitalize()} ({fmt})", data,
+                                file_name=f"run{stage.run_id}_stage{stage.id}_{what}.{fmt}",
+                                mime=FORMATS[fmt], key=f"download_{what}_{stage.id}",
+                                icon=":material/download:", disabled=not data)
+
+
 stage = stages_by_id[stage_id]
 stage_title(stage)
 st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
 controls(stage)
 show_error(stage)
-st.fragment(live_panel, run_every=poll_period(stage.status))(stage_id, stage.status)
+if stage.status in RESUMABLE_STATES:
+    rerun_form(stage)
+st.fragment(rerun_if_deleted(live_panel), run_every=poll_period(stage.status))(
+    stage_id, stage.status)
+eval_results(stage)
 
 # The chart refreshes while the stage can still record something, as often as the Live
 # training charts (each redraw costs the browser CPU); when its status changes, live_panel
 # reruns the whole page.
 st.subheader("Metrics")
-st.fragment(metrics_chart,
+st.fragment(rerun_if_deleted(metrics_chart),
             run_every=CHART_SECONDS if poll_period(stage.status) else None)(stage_id)
+downloads(stage)
 st.subheader("Recent events")
 recent_events(stage_id)
 st.session_state[f"stage_drawn_event_{stage_id}"] = wb.stage_version(stage_id).event_id

@@ -25,7 +25,7 @@ from backend.api import ConfigError, StoreError, WorkbenchError
 from pages.common import (ACTIVE_STATES, CHART_SECONDS, PAUSED, QUEUED, RUNNING, WAITING,
                           command_label,
                           control, live_summary, local_time, pick_stage_of_kind, poll_period,
-                          show_flashes, stage_title, watched_stage, workbench)
+                          rerun_if_deleted, show_flashes, stage_title, watched_stage, workbench)
 
 wb = workbench()
 
@@ -417,7 +417,8 @@ def event_log(stage: Any) -> None:
 run, stage = pick_stage_of_kind(wb, "grpo", "GRPO stage")
 stage_title(stage)
 controls(stage)
-st.fragment(live_status, run_every=poll_period(stage.status))(stage.id, stage.status)
+st.fragment(rerun_if_deleted(live_status), run_every=poll_period(stage.status))(
+    stage.id, stage.status)
 
 refresh = None
 if stage.status in (QUEUED, *ACTIVE_STATES):
@@ -432,7 +433,7 @@ st.page_link("pages/groups.py", label="Why this reward? Inspect the groups of ea
              query_params={"run": str(stage.run_id), "stage": str(stage.id)})
 # Charts redraw while steps arrive; a paused or finished stage's curves do not move (a change
 # of status reruns the page).
-st.fragment(charts, run_every=refresh if stage.status == RUNNING else None)(
+st.fragment(rerun_if_deleted(charts), run_every=refresh if stage.status == RUNNING else None)(
     stage.id, stage.status in (QUEUED, *ACTIVE_STATES))
 
 steering_form(stage)

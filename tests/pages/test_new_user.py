@@ -1,0 +1,208 @@
+"""The R1-Zero slice as a new user finds it (issue 7): run results, clone and re-run, the
+evaluation table, a deleted run in another tab, downloads, the stage log. AppTest against a
+store the tests fill directly; nothing trains, nothing starts (``start_pipeline`` replaced)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.api import Workbench
+from storage import Store
+from storage.records import Group, Rollout
+from tests.pages.test_pages import TRACEBACK, edit, make_run, stage_page, texts
+from tests.pages.test_training_groups import grpo_run, page, running
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+# What an evaluate stage writes (backend/stages/evaluate.py), from a real tiny run.
+EVAL_SUMMARY = {
+    "dataset": "synthetic arithmetic", "split": "heldout", "problems": 64, "k": 4,
+    "temperature": 0.7, "accuracy": 0.922, "think_rate": 0.98, "gain_points": 60.6,
+    "base": {"greedy_pass@1": 0.316, "sampled_pass@1": 0.25, "cons@4": 0.3,
+             "greedy_lenient": 0.4, "think_rate": 0.1},
+    "final": {"greedy_pass@1": 0.922, "sampled_pass@1": 0.85, "cons@4": 0.9,
+              "greedy_lenient": 0.93, "think_rate": 0.98},
+}
+
+
+@pytest.fixture
+def started(home, monkeypatch) -> list[int]:
+    calls: list[int] = []
+    monkeypatch.setattr("backend.runner.start_pipeline",
+                        lambda store, run_id: calls.append(run_id) or 0)
+    return calls
+
+
+@pytest.fixture
+def store(started) -> Store:
+    return Store()
+
+
+def r1_zero_run(store: Store, name: str, statuses: tuple[str, str, str],
+                grpo_summary: dict | None = None, eval_summary: dict | None = None) -> int:
+    specs = Workbench.default_stages("r1-zero", "smoke")
+    run = store.create_run(name, "r1-zero", "smoke", {"sets": {}}, specs)
+    for stage, status in zip(run.stages, statuses):
+        store.update_stage(stage.id, status=status)
+    grpo, evaluate = run.stages[1], run.stages[2]
+    if grpo_summary:
+        store.update_stage(grpo.id, summary=grpo_summary)
+    if eval_summary:
+        store.update_stage(evaluate.id, summary=eval_summary)
+    return run.id
+
+
+def runs_page(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+# -- Runs page ---------------------------------------------------------------------------------
+def test_a_run_shows_its_own_evaluation_result_and_a_failed_run_none(store):
+    r1_zero_run(store, "finished", ("completed", "completed", "completed"),
+                grpo_summary={"accuracy": 0.5}, eval_summary=EVAL_SUMMARY)
+    # Failed in GRPO: its evaluate stage never ran; the base model's 31.6% is not its result.
+    r1_zero_run(store, "failed", ("completed", "failed", "queued"),
+                grpo_summary={"accuracy": 0.316})
+    rows = runs_page().dataframe[0].value.set_index("name")
+    assert rows.loc["finished", "accuracy"] == pytest.approx(92.2)
+    assert rows.loc["failed", "accuracy"] is None or rows.loc["failed", "accuracy"] != \
+        rows.loc["failed", "accuracy"]  # NaN: shown as "–"
+
+
+def test_the_recipe_box_opens_on_r1_zero(store):
+    assert runs_page().selectbox(key="new_recipe").value == "r1-zero"
+
+
+def test_clone_a_failed_run_with_a_fixed_config_starts_one_run(store, started):
+    run_id, _ = make_run(store, "diverged", status="failed", step=17, total_steps=40,
+                         error=TRACEBACK)
+    at = runs_page(clone_of=run_id)
+    assert "loss is nan at step 17" in texts(at.caption)  # why it stopped, above the editor
+    edit(at, "learning_rate", "0.0001")
+    button(at, "Start clone").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    new = [run for run in store.list_runs() if run.id != run_id]
+    assert len(new) == 1 and started == [new[0].id]
+    assert new[0].stages[0].config["learning_rate"] == pytest.approx(1e-4)
+    assert new[0].name == f"diverged (clone of #{run_id})"
+    assert f"Run #{new[0].id} started" in texts(at.success)
+
+
+def test_clone_with_a_bad_value_is_refused_and_creates_nothing(store, started):
+    run_id, _ = make_run(store, "diverged", status="failed", error=TRACEBACK)
+    at = runs_page(clone_of=run_id)
+    edit(at, "learning_rate", "-1")
+    button(at, "Start clone").click().run()
+    assert "Run not created" in texts(at.error)
+    assert len(store.list_runs()) == 1 and started == []
+
+
+def test_one_click_starts_one_run(store, started):
+    at = runs_page()
+    at.selectbox(key="new_recipe").select("pretrain-base").run()
+    at.selectbox(key="new_preset").select("smoke").run()
+    button(at, "Start run").click().run()
+    (run,) = store.list_runs()
+    assert started == [run.id]
+    assert f"Run #{run.id} started" in texts(at.success)
+    assert "Start run" in [b.label for b in at.button]  # a fresh, empty form for the next run
+    # The same form, drawn again, does not start the run again on a rerun.
+    at.run()
+    assert len(store.list_runs()) == 1
+
+
+# -- Stage page --------------------------------------------------------------------------------
+def test_fix_config_and_rerun_a_failed_stage(store, started):
+    run_id, stage_id = make_run(store, status="failed", step=17, total_steps=40,
+                                error=TRACEBACK)
+    at = stage_page(run_id)
+    editor = at.data_editor(key=f"rerun_config_{stage_id}_0")
+    row = list(editor.value["setting"]).index("learning_rate")
+    at.session_state[editor.key] = {"edited_rows": {row: {"value": "0.0001"}},
+                                    "added_rows": [], "deleted_rows": []}
+    button(at, "Re-run with this config").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert store.get_stage(stage_id).config["learning_rate"] == pytest.approx(1e-4)
+    assert started == [run_id]
+    assert "learning_rate=0.0001" in texts(at.toast)
+
+
+def test_rerun_with_a_bad_value_says_why(store, started):
+    run_id, stage_id = make_run(store, status="failed", error=TRACEBACK)
+    at = stage_page(run_id)
+    editor = at.data_editor(key=f"rerun_config_{stage_id}_0")
+    row = list(editor.value["setting"]).index("learning_rate")
+    at.session_state[editor.key] = {"edited_rows": {row: {"value": "-1"}},
+                                    "added_rows": [], "deleted_rows": []}
+    button(at, "Re-run with this config").click().run()
+    assert "Not re-run" in texts(at.error) and started == []
+
+
+def test_evaluate_stage_shows_the_base_to_final_table(store):
+    run_id = r1_zero_run(store, "finished", ("completed", "completed", "completed"),
+                         eval_summary=EVAL_SUMMARY)
+    evaluate = store.get_run(run_id).stages[2]
+    at = stage_page(run_id, evaluate.id)
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    rows = table.set_index("metric")
+    assert rows.loc["greedy pass@1", "base"] == "31.6%"
+    assert rows.loc["greedy pass@1", "final"] == "92.2%"
+    assert rows.loc["greedy pass@1", "gain (points)"] == "+60.6"
+    assert rows.loc["cons@4 (majority of 4 samples)", "final"] == "90.0%"
+    assert rows.loc["uses <think>", "final"] == "98.0%"
+    assert "64 held-out problems of `synthetic arithmetic`" in texts(at.caption)
+
+
+TRL_LINE = ("{'loss': 0.0123, 'grad_norm': 0.5, 'learning_rate': 3e-05, 'reward': 1.25, "
+            "'reward_std': 0.4, 'kl': 0.0, 'entropy': 0.9, 'clip_ratio/low_mean': 0.0, "
+            "'epoch': 0.5}")
+
+
+def test_stage_log_shows_trl_dicts_as_short_lines(store, monkeypatch):
+    run_id, stage_id = make_run(store, status="completed", step=40, total_steps=40)
+    monkeypatch.setattr(Workbench, "log_tail",
+                        lambda self, sid, lines=60: "starting\n" + TRL_LINE + "\n")
+    at = stage_page(run_id)
+    log = texts(at.code)
+    assert "epoch 0.5 · loss 0.0123 · reward 1.25" in log
+    assert "{'loss'" not in log and "starting" in log
+
+
+# -- a run deleted in another tab --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["training", "stage", "groups"])
+def test_a_deleted_run_shows_a_message_and_a_link_back(store, name):
+    run_id, stage_id = grpo_run(store, **running())
+    at = page(name, run_id, stage_id)
+    assert not at.exception
+    store.delete_run(run_id)  # another tab (or the CLI) deleted it
+    at.run()
+    assert not at.exception
+    assert f"Run {run_id} was deleted." in texts(at.warning)
+    assert "Apply at next step" not in [b.label for b in at.button]
+
+
+# -- downloads ---------------------------------------------------------------------------------
+def test_downloads_have_the_cli_exports_content(store, tmp_path):
+    run_id, stage_id = grpo_run(store, status="completed", step=1, total_steps=1)
+    store.add_groups(stage_id, 1, [Group(1, 0, "2+2?", "4", 0.5, 0.5, [
+        Rollout(0, "<answer>4</answer>", {"accuracy": 1.0}, 1.0, 0.5, 5, False),
+        Rollout(1, "<answer>5</answer>", {"accuracy": 0.0}, 0.0, -0.5, 5, False)])])
+    wb = Workbench()
+    out = tmp_path / "rollouts.jsonl"
+    assert wb.export_rollouts(run_id, str(out)) == 2
+    rows = wb.rollout_rows(run_id, stage_id)
+    assert wb.export_bytes(rows, "jsonl") == out.read_bytes()
+    assert [json.loads(line)["completion"] for line in out.read_text().splitlines()] == [
+        "<answer>4</answer>", "<answer>5</answer>"]
+    assert wb.export_bytes(rows, "csv").startswith(b"run_id,stage_id,step")
+    assert wb.export_bytes(rows, "parquet")[:4] == b"PAR1"
