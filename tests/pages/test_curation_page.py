@@ -30,7 +30,9 @@ def candidate(prompt: str, rollout: int, correct: bool, *, length: int = 40,
                                                          "format": 1.0},
                      "rule_correct": correct, "judge_verdict": judge,
                      "judge_correct": judge == "correct",
-                     "judge_rationale": "The final answer matches the reference.",
+                     "judge_rationale": ("The final answer matches the reference."
+                                         if judge == "correct" else
+                                         "The final answer differs from the reference."),
                      "finish_reason": finish, "is_reasoning_complete": finish == "stop",
                      "pass_count": pass_count, "n_candidates": 4, "pass_rate": pass_count / 4,
                      "length": length, "language_mixing": 0.0, "duplicate_of": None,
