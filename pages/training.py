@@ -243,7 +243,10 @@ def live_status(stage_id: int, shown_status: str) -> None:
         st.rerun()
     if not version.metric_rows:
         live_summary(stage, [])
-        st.info("No metrics yet: the first ones arrive after the first step.")
+        if stage.status == QUEUED:
+            st.info(pipeline_note(stage), icon=":material/hourglass_top:")
+        else:
+            st.info("No metrics yet: the first ones arrive after the first step.")
         return
     now, warning, note = newest_numbers(wb.db_url, stage_id, version.metric_rows,
                                         version.commands_applied)
@@ -262,6 +265,18 @@ def live_status(stage_id: int, shown_status: str) -> None:
         st.warning(warning, icon=":material/trending_down:")
     if note:
         st.info(note, icon=":material/horizontal_rule:")
+
+
+def pipeline_note(stage: Any) -> str:
+    """While this stage waits its turn: which stage of the run runs now, and how far it is
+    (e.g. the base model pre-training, minutes before GRPO starts)."""
+    run = wb.get_run(stage.run_id)
+    busy = next((s for s in run.stages if s.status in ACTIVE_STATES), None)
+    if busy is None:
+        return "Queued: waiting for the run's earlier stages to start."
+    _, text = wb.stage_progress(busy)
+    return (f"Queued behind stage {busy.position + 1} of {len(run.stages)}: {busy.name} "
+            f"({busy.kind}) is {busy.status}, {text}. This stage starts when it is done.")
 
 
 def charts(stage_id: int, live: bool) -> None:

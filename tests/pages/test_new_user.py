@@ -206,3 +206,22 @@ def test_downloads_have_the_cli_exports_content(store, tmp_path):
         "<answer>4</answer>", "<answer>5</answer>"]
     assert wb.export_bytes(rows, "csv").startswith(b"run_id,stage_id,step")
     assert wb.export_bytes(rows, "parquet")[:4] == b"PAR1"
+
+
+# -- Live training before its stage starts ---------------------------------------------------
+def test_live_training_says_what_runs_before_grpo_starts(store):
+    import os
+    import socket
+    from datetime import timedelta
+
+    from storage.store import now
+
+    run_id = r1_zero_run(store, "fresh", ("queued", "queued", "queued"))
+    pretrain = store.get_run(run_id).stages[0]
+    store.update_stage(pretrain.id, status="running", step=30, total_steps=120,
+                       pid=os.getpid(), host=socket.gethostname(), heartbeat_at=now(),
+                       started_at=now() - timedelta(seconds=30), attempt_started_step=0)
+    at = page("training", run_id)
+    note = texts(at.info)
+    assert "Queued behind stage 1 of 3" in note and "(pretrain) is running" in note
+    assert "step 30/120" in note
