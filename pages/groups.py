@@ -314,10 +314,22 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
 def follow(stage_id: int, prompt: str) -> None:
     st.session_state["followed_prompt"] = prompt
     st.session_state[f"history_prompt_{stage_id}"] = prompt
+    st.session_state["gi_scroll_to_history"] = True
+
+
+HISTORY_ANCHOR = "prompt-history"
+# Scrolls the page to the history (drawn at the bottom, below every group) after a click on
+# "Follow": the component's frame is same-origin, so it can reach the page's document.
+SCROLL_JS = ("<script>const el = window.parent.document.getElementById('%s');"
+             "if (el) el.scrollIntoView({behavior: 'smooth', block: 'start'});</script>"
+             % HISTORY_ANCHOR)
 
 
 def prompt_history(stage_id: int, prompts: list[str]) -> None:
-    st.subheader("Follow this prompt across steps")
+    st.subheader("Follow this prompt across steps", anchor=HISTORY_ANCHOR)
+    if st.session_state.pop("gi_scroll_to_history", False):
+        import streamlit.components.v1 as components
+        components.html(SCROLL_JS, height=0)
     followed = st.session_state.get("followed_prompt")
     options = list(dict.fromkeys(([followed] if followed else []) + prompts))
     if not options:
@@ -343,7 +355,9 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
     st.caption(f"Seen at {len(history)} step(s): "
                + ", ".join(str(s) for s in frame["step"][:40])
                + (" …" if len(frame) > 40 else ""))
-    table_col, plot_col = st.columns([1, 1])
+    # The table gets the page's width (in half of it, its last column was cut off), the
+    # chart goes below it.
+    table_col = plot_col = st.container()
     table_col.dataframe(frame, hide_index=True, width="stretch", column_config={
         "mean reward": st.column_config.NumberColumn(format="%.3f"),
         "std": st.column_config.NumberColumn(format="%.3f"),
@@ -358,7 +372,7 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
             {"type": "scatter", "x": steps, "y": frame["mean length"].tolist(),
              "name": "mean length (right)", "mode": "lines+markers", "yaxis": "y2",
              "line": {"dash": "dot"}}],
-            "layout": {"height": 260, "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+            "layout": {"height": 260, "margin": {"l": 40, "r": 50, "t": 30, "b": 30},
                        "yaxis2": {"overlaying": "y", "side": "right", "showgrid": False},
                        "legend": {"orientation": "h", "y": 1.1}}},
             key="prompt_history_chart", config={"displayModeBar": False})
@@ -368,6 +382,30 @@ def prompt_history(stage_id: int, prompts: list[str]) -> None:
             st.markdown(group_html(v, names, "wb-group wb-history"), unsafe_allow_html=True)
     if len(history) > HISTORY_SHOWN:
         st.caption(f"The newest {HISTORY_SHOWN} of {len(history)} steps are shown.")
+
+
+DOWNLOAD_MIME = {"jsonl": "application/jsonl", "parquet": "application/octet-stream",
+                 "csv": "text/csv"}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def step_file(db_url: str, stage_id: int, step: int, fmt: str) -> bytes:
+    """One step's groups (a row per completion, as ``export-rollouts`` writes them)."""
+    run_id = wb.get_stage(stage_id).run_id
+    return wb.export_bytes(wb.rollout_rows(run_id, stage_id, step), fmt)
+
+
+def step_download(stage_id: int, step: int) -> None:
+    fmt_col, button_col, _ = st.columns([2, 2, 3])
+    fmt = fmt_col.segmented_control("Download format", list(DOWNLOAD_MIME), default="jsonl",
+                                    key=f"gi_download_format_{stage_id}",
+                                    label_visibility="collapsed") or "jsonl"
+    button_col.download_button(
+        f"Download step {step} ({fmt})", step_file(wb.db_url, stage_id, step, fmt),
+        file_name=f"stage{stage_id}_step{step}_groups.{fmt}", mime=DOWNLOAD_MIME[fmt],
+        key=f"gi_download_{stage_id}", icon=":material/download:",
+        help="Every completion of this step's groups with its prompt, rewards and advantage: "
+             "the same rows as the CLI's rollout export.")
 
 
 def inspector(stage_id: int, follow_live: bool) -> None:
@@ -403,6 +441,7 @@ def inspector(stage_id: int, follow_live: bool) -> None:
         st.info(f"Step {step} has no groups.")
         return
     summary(analysis)
+    step_download(stage_id, step)
 
     st.subheader(f"Groups of step {step}")
     f1, f2 = st.columns(2)
@@ -447,7 +486,10 @@ def inspector(stage_id: int, follow_live: bool) -> None:
 
 @st.fragment(run_every=LIVE_POLL_SECONDS)
 def live_inspector(stage_id: int) -> None:
-    inspector(stage_id, True)
+    try:
+        inspector(stage_id, True)
+    except KeyError:  # the run was deleted meanwhile: the page says so (run_gone)
+        st.rerun(scope="app")
 
 
 # -- the page --------------------------------------------------------------------------------

@@ -225,3 +225,25 @@ def test_live_training_says_what_runs_before_grpo_starts(store):
     note = texts(at.info)
     assert "Queued behind stage 1 of 3" in note and "(pretrain) is running" in note
     assert "step 30/120" in note
+
+
+# -- Group inspector ---------------------------------------------------------------------------
+def test_inspector_downloads_the_steps_groups_and_keeps_the_history_whole(store):
+    from tests.pages.test_training_groups import groups
+
+    run_id, stage_id = grpo_run(store, status="completed", step=2, total_steps=2)
+    store.add_groups(stage_id, 1, groups(1))
+    store.add_groups(stage_id, 2, groups(2))
+    at = page("groups", run_id, stage_id)
+    assert not at.exception
+    download = at.get("download_button")
+    assert len(download) == 1 and "Download step 2 (jsonl)" in str(download[0].proto)
+    wb = Workbench()
+    rows = [json.loads(line) for line in
+            wb.export_bytes(wb.rollout_rows(run_id, stage_id, 2), "jsonl").splitlines()]
+    assert {r["step"] for r in rows} == {2} and len(rows) == 16
+    # Follow a prompt: the history table shows every column, the page scrolls to it.
+    button(at, "Follow this prompt across steps").click().run()
+    history = next(d.value for d in at.dataframe if "no answer" in d.value.columns)
+    assert list(history["step"]) == [1, 2]
+    assert any("scrollIntoView" in str(getattr(e, "proto", "")) for e in at.get("iframe"))
