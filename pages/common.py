@@ -222,6 +222,30 @@ def watched_stage(stage_id: int, shown_status: str) -> Optional[Any]:
 def show_flashes() -> None:
     for message, icon in st.session_state.pop("_flash", []):
         st.toast(message, icon=icon)
+    run_end_toasts()
+
+
+# How often an open page checks whether a run finished or failed (one list of runs).
+RUN_TOAST_SECONDS = 10
+
+
+@st.fragment(run_every=RUN_TOAST_SECONDS)
+def run_end_toasts() -> None:
+    """A toast when a run finishes or fails while the app is open, whichever page shows:
+    compares each run's status with the one this session saw last."""
+    statuses = {run.id: (run.name, run.status) for run in workbench().list_runs()}
+    seen = st.session_state.get("_run_statuses")
+    st.session_state["_run_statuses"] = statuses
+    if seen is None:
+        return  # the first look: nothing ended *while* the app was open
+    for run_id, (name, status) in statuses.items():
+        before = seen.get(run_id, (name, None))[1]
+        if before == status or status not in (COMPLETED, FAILED):
+            continue
+        if status == COMPLETED:
+            st.toast(f"Run #{run_id} ({name}) finished", icon="✅")
+        else:
+            st.toast(f"Run #{run_id} ({name}) failed", icon="❌")
 
 
 # -- picking a run and a stage ---------------------------------------------------------------

@@ -20,7 +20,7 @@ import streamlit as st
 from backend.analysis import FLAGS, NO_REFERENCE, OUTCOMES
 from backend.rewards.extract import FORMAT_TAGS
 from pages.common import (ACTIVE_STATES, CHART_SECONDS, QUEUED, pick_stage_of_kind,
-                          query_int, tiles_html, workbench)
+                          query_int, run_end_toasts, tiles_html, workbench)
 
 wb = workbench()
 
@@ -494,6 +494,7 @@ def live_inspector(stage_id: int) -> None:
 
 # -- the page --------------------------------------------------------------------------------
 st.markdown(CSS, unsafe_allow_html=True)
+run_end_toasts()
 run, stage = pick_stage_of_kind(wb, "grpo", "GRPO stage")
 active = stage.status in (QUEUED, *ACTIVE_STATES)
 follow_key = f"gi_follow_{stage.id}"

@@ -247,3 +247,18 @@ def test_inspector_downloads_the_steps_groups_and_keeps_the_history_whole(store)
     history = next(d.value for d in at.dataframe if "no answer" in d.value.columns)
     assert list(history["step"]) == [1, 2]
     assert any("scrollIntoView" in str(getattr(e, "proto", "")) for e in at.get("iframe"))
+
+
+# -- a toast when a run ends -----------------------------------------------------------------
+@pytest.mark.parametrize("name,status,toast", [
+    ("runs", "completed", "finished"), ("stage", "failed", "failed"),
+    ("training", "completed", "finished")])
+def test_a_toast_when_a_run_ends_while_the_app_is_open(store, name, status, toast):
+    run_id = r1_zero_run(store, "tiny", ("completed", "completed", "running"))
+    at = page(name, run_id)
+    assert f"Run #{run_id}" not in texts(at.toast)
+    store.update_stage(store.get_run(run_id).stages[2].id, status=status)
+    at.run()
+    assert f"Run #{run_id} (tiny) {toast}" in texts(at.toast)
+    at.run()  # said once
+    assert f"Run #{run_id} (tiny)" not in texts(at.toast)
