@@ -670,15 +670,18 @@ def run(ctx: StageContext) -> dict:
         pool = load_text_pairs(cfg.non_reasoning_dataset, cfg.non_reasoning_prompt_column,
                                cfg.non_reasoning_completion_column)
         origin = cfg.non_reasoning_dataset
-    else:
-        low = source.min_digits if source.kind == "synthetic" else 1
-        high = source.max_digits if source.kind == "synthetic" else 3
+    elif source.kind == "synthetic":
         # Enough for the share of every candidate kept, with room for duplicates;
         # prefix-stable, so a resumed stage draws the same rows.
         enough = total * cfg.n_candidates * cfg.non_reasoning_share / (1 - cfg.non_reasoning_share)
-        pool = non_reasoning_examples(int(1.5 * enough) + 50, seed=cfg.seed, min_digits=low,
-                                      max_digits=high)
+        pool = non_reasoning_examples(int(1.5 * enough) + 50, seed=cfg.seed,
+                                      min_digits=source.min_digits, max_digits=source.max_digits)
         origin = "synthetic subtraction, answered directly"
+    else:  # the tiny task's subtraction would be noise next to real problems
+        pool, origin = [], ""
+        if cfg.non_reasoning_share > 0:
+            ctx.event("no non-reasoning data mixed in: the problems come from a file and "
+                      "non_reasoning_dataset is not set", level="warning")
 
     sampler = Sampler(cfg, model, tokenizer, fmt, judge)
     ctx.setters["temperature"] = lambda t: (setattr(sampler, "temperature", t)
@@ -708,7 +711,7 @@ def run(ctx: StageContext) -> dict:
         need = non_reasoning_needed(kept_r, sum(_kept(r) for r in nr_rows),
                                     cfg.non_reasoning_share)
         take = pool[len(nr_rows):len(nr_rows) + need]
-        if len(take) < need and not warned_pool:
+        if len(take) < need and pool and not warned_pool:
             warned_pool = True
             ctx.event(f"non-reasoning data ran out after {len(pool)} rows; the mix falls "
                       f"short of {cfg.non_reasoning_share:.0%}", level="warning")

@@ -384,6 +384,25 @@ def test_non_reasoning_file_rows_keep_html_as_text(tiny_model_dir, db_url, tmp_p
     assert rows[0].meta["origin"] == str(path) and rows[0].meta["source_row"] == 0
 
 
+def test_problems_from_a_file_keep_their_reference_and_mix_nothing_unasked(
+        tiny_model_dir, gsm8k_dir, db_url, tmp_path):
+    """GSM8K as the problems: each row has the question and the bare final answer; with no
+    non-reasoning file the tiny subtraction family is not mixed into real data."""
+    from backend.tasks.loaders import load_problems
+
+    stage, outputs = run_stage(db_url, tmp_path, "rejection", {
+        **SMALL, "prompts": 3, "n_candidates": 2, "dataset": str(gsm8k_dir)},
+        ModelArtifact(path=tiny_model_dir))
+    rows = _rows(Store(db_url), outputs["dataset"].dataset_id)
+    train = load_problems(str(gsm8k_dir), split="train")[:3]
+    assert [(row.prompt, row.answer) for row in rows[::2]] == [(p.prompt, p.answer)
+                                                                for p in train]
+    assert {row.source for row in rows} == {"reasoning"}
+    assert stage.summary["dataset"] == str(gsm8k_dir)
+    events = [e.message for e in Store(db_url).events(stage.run_id)]
+    assert any("no non-reasoning data mixed in" in m for m in events)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"min_rule_scores": [1.0]}, "one minimum per rule reward"),
     ({"correct_by": "vote"}, "correct_by"),
