@@ -157,6 +157,16 @@ class Workbench:
         """A run's rollouts (optionally one stage's, one step's) as the rows
         ``export_rollouts`` writes: the UI's downloads and the CLI export share them."""
         self.store.get_run(run_id)
+        if stage_id is not None and step is not None:
+            # One step (the inspector's download, redone as steps arrive): its own groups,
+            # not a scan of the whole run. Same columns, same order as iter_rollouts.
+            return [{"run_id": run_id, "stage_id": stage_id, "step": g.step,
+                     "group_id": g.group_index, "sample_index": ro.sample_index,
+                     "prompt": g.prompt, "reference": g.reference,
+                     "completion": ro.completion, "rewards": ro.rewards, "reward": ro.reward,
+                     "advantage": ro.advantage, "length": ro.length,
+                     "truncated": bool(ro.truncated)}
+                    for g in self.store.step_groups(stage_id, step) for ro in g.rollouts]
         return [row for row in self.store.iter_rollouts(run_id)
                 if (stage_id is None or row["stage_id"] == stage_id)
                 and (step is None or row["step"] == step)]

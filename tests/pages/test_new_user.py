@@ -242,6 +242,9 @@ def test_inspector_downloads_the_steps_groups_and_keeps_the_history_whole(store)
     rows = [json.loads(line) for line in
             wb.export_bytes(wb.rollout_rows(run_id, stage_id, 2), "jsonl").splitlines()]
     assert {r["step"] for r in rows} == {2} and len(rows) == 16
+    # The same rows as the whole run's export (the CLI's), in the same order.
+    assert wb.rollout_rows(run_id, stage_id, 2) == [
+        r for r in wb.rollout_rows(run_id) if r["step"] == 2]
     # Follow a prompt: the history table shows every column, the page scrolls to it.
     button(at, "Follow this prompt across steps").click().run()
     history = next(d.value for d in at.dataframe if "no answer" in d.value.columns)
