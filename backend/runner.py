@@ -6,8 +6,10 @@ UI. The runner starts each queued stage as its own worker process, waits for it,
 when it completed; a stage's inputs are the outputs its predecessors recorded in the store.
 
 A worker that dies without saying so (kill -9, OOM, reboot) leaves its stage "running" in the
-store; ``reap`` notices (dead pid on this host, or a heartbeat older than ``STALE_SECONDS``) and
-marks it interrupted. The runner reaps its own child at once; the API reaps on every read.
+store; ``reap`` notices and marks it interrupted: on this host by its pid alone (a live process
+is never declared dead: on a 2-core machine under load a heartbeat once came 10 s late and a
+working judge stage was marked interrupted), on another host by a heartbeat older than
+``STALE_SECONDS``. The runner reaps its own child at once; the API reaps on every read.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from storage import Store, data_home
 from storage import records as r
 from storage.store import now
 
-STALE_SECONDS = 10.0
+STALE_SECONDS = 60.0  # a worker on another host is dead after this long without a heartbeat
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,8 +86,10 @@ def reap(store: Store, stages: Optional[list[r.Stage]] = None) -> list[int]:
     for stage in stages if stages is not None else store.active_stages():
         if stage.status not in r.ACTIVE_STATES:
             continue
-        dead = (stage.host == host and not pid_alive(stage.pid)) or (
-            stage.heartbeat_at is not None and stage.heartbeat_at < stale_before)
+        if stage.host == host:
+            dead = not pid_alive(stage.pid)
+        else:
+            dead = stage.heartbeat_at is not None and stage.heartbeat_at < stale_before
         if dead and store.transition(stage.id, r.ACTIVE_STATES, r.INTERRUPTED, ended_at=now(),
                                      error="The worker process died (killed or crashed). "
                                            "Resume continues from the last checkpoint."):
