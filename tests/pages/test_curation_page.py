@@ -167,6 +167,18 @@ def test_edit_in_place_shows_a_diff_and_undo_restores_the_original(store, datase
     assert "completion restored" in texts(at.toast)
 
 
+def test_a_saved_edit_outlives_the_ui(store, dataset):
+    at = focus(page(dataset))
+    row = store.query_rows(dataset)[0]
+    at.text_area(key=f"edit_completion_{row.id}").input("fixed <answer>7</answer>")
+    at.button(key=f"save_{row.id}").click().run()
+    fresh = page(dataset)  # a new session: what a restarted UI or another browser sees
+    fresh.segmented_control(key="queue").set_value("edited").run()
+    fresh = focus(fresh)
+    assert fresh.text_area(key=f"edit_completion_{row.id}").value == "fixed <answer>7</answer>"
+    assert any('class="cur-diff"' in h.value for h in fresh.get("html"))
+
+
 def test_a_stale_save_is_refused_with_the_newer_text(store, dataset):
     at = focus(page(dataset))
     row = store.query_rows(dataset)[0]
@@ -360,24 +372,39 @@ def test_no_dataset_says_where_one_comes_from(store):
     assert "rejection-sampling stage" in texts(at.info)
 
 
-def test_import_a_new_version_and_a_bad_file_is_refused_with_the_line(store, dataset):
+def import_file(at: AppTest, name: str, content: bytes) -> AppTest:
+    at.file_uploader(key="import_file").set_value((name, content, "application/jsonl"))
+    return at.button(key="FormSubmitter:import_form-Import").click().run()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"prompt": "1+1=", "completion": "2"}\n{"prompt": "caf\xe9"}\n',
+     "line 2: not UTF-8"),                                    # Latin-1 bytes
+    (b'{"prompt": "1+1=", "completion": "2", "score": 1}\n',
+     "unknown column(s) score"),                               # a column nobody knows
+    (b'{"prompt": "1+1="}\n', "has no completion column"),     # a required column missing
+    (b'{"prompt": "1+1=", "completion": "2"\n', "line 1: not valid JSON"),
+])
+def test_a_bad_import_file_is_refused_with_what_to_fix(store, dataset, content, message):
     at = page(dataset)
     at.session_state["section"] = "Ready, snapshots, export"
     at.run()
-    at.file_uploader(key="import_file").set_value(
-        ("bad.jsonl", b'{"prompt": "1+1=", "completion": "2"}\n{"prompt": "caf\xe9"}\n',
-         "application/jsonl"))
-    at.button(key="FormSubmitter:import_form-Import").click().run()
-    assert "line 2: not UTF-8" in texts(at.error)
-    assert len(store.datasets()) == 1
-    at.file_uploader(key="import_file").set_value(
-        ("fixed.jsonl", '{"prompt": "1+1=", "completion": "<answer>2</answer>", '
-                        '"rule_correct": true}\n'.encode(), "application/jsonl"))
-    at.button(key="FormSubmitter:import_form-Import").click().run()
+    import_file(at, "bad.jsonl", content)
+    assert message in texts(at.error)
+    assert len(store.datasets()) == 1  # nothing half-imported
+
+
+def test_import_a_jsonl_as_a_new_version_and_open_it(store, dataset):
+    at = page(dataset)
+    at.session_state["section"] = "Ready, snapshots, export"
+    at.run()
+    import_file(at, "fixed.jsonl", b'{"prompt": "1+1=", "completion": "<answer>2</answer>", '
+                                   b'"rule_correct": true}\n')
     new = store.datasets()[-1]
     assert new.parent_id == dataset and new.size == 1
     assert store.query_rows(new.id)[0].meta["rule_correct"] is True
     assert at.query_params["dataset"] == str(new.id)
+    assert at.selectbox[0].value == new.id
 
 
 def test_snapshots_show_their_hash(store, dataset):
