@@ -328,6 +328,11 @@ def eval_results(stage: Any) -> None:
                                 "final": percent(row["final"]),
                                 "gain (points)": points(row["gain (points)"])}
                                for row in rows]), hide_index=True)
+    for label in ("final", "base"):
+        examples = (summary.get(label) or {}).get("examples")
+        if examples:
+            with st.expander(f"Held-out examples, {label} model ({len(examples)})"):
+                st.dataframe(pd.DataFrame(examples), hide_index=True)
 
 
 FORMATS = {"jsonl": "application/jsonl", "parquet": "application/octet-stream",

@@ -24,7 +24,9 @@ EVAL_SUMMARY = {
     "base": {"greedy_pass@1": 0.316, "sampled_pass@1": 0.25, "cons@4": 0.3,
              "greedy_lenient": 0.4, "think_rate": 0.1},
     "final": {"greedy_pass@1": 0.922, "sampled_pass@1": 0.85, "cons@4": 0.9,
-              "greedy_lenient": 0.93, "think_rate": 0.98},
+              "greedy_lenient": 0.93, "think_rate": 0.98,
+              "examples": [{"prompt": "3+4=", "completion": "<answer>7</answer>",
+                            "correct": True}]},
 }
 
 
@@ -161,6 +163,7 @@ def test_evaluate_stage_shows_the_base_to_final_table(store):
     assert rows.loc["cons@4 (majority of 4 samples)", "final"] == "90.0%"
     assert rows.loc["uses <think>", "final"] == "98.0%"
     assert "64 held-out problems of `synthetic arithmetic`" in texts(at.caption)
+    assert "Held-out examples, final model (1)" in [e.label for e in at.expander]
 
 
 TRL_LINE = ("{'loss': 0.0123, 'grad_norm': 0.5, 'learning_rate': 3e-05, 'reward': 1.25, "
