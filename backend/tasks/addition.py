@@ -37,13 +37,14 @@ def full_completion(a: int, b: int) -> str:
 
 def cold_start_completion(a: int, b: int) -> str:
     """A cold-start example: the worked column sums in ``<think>``, then a readable summary,
-    then the answer: ``<think>8+3+0=11,7+5+1=13,5+8+1=14</think>578+853=1431<answer>1431</answer>``.
+    then the answer: ``<think>8+3+0=11,7+5+1=13,5+8+1=14</think>=1431<answer>1431</answer>``.
 
     R1's cold-start data puts a summary for the reader after the reasoning. The tiny
-    tokenizer spells only digits, ``+ - * = ,`` and the four tags, so the summary is the whole
-    equation with its result (``578+853=1431``): what a reader needs, without the column work."""
-    summary = f"{a}+{b}={a + b}"
-    return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{summary}"
+    tokenizer spells only digits, ``+ - * = ,`` and the four tags, so the summary states the
+    result (``=1431``). Restating the whole equation (``578+853=1431``) was tried: the 0.5M
+    model could not copy the operands back reliably, the answer followed the garbled summary,
+    and cold start took held-out accuracy from 37% to 7% (run of 2026-12-01)."""
+    return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}={a + b}"
             f"{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}")
 
 
