@@ -119,7 +119,8 @@ class Workbench:
     @staticmethod
     def run_result(run: r.Run) -> Optional[float]:
         """A run's result (a 0-1 share): the final model's greedy pass@1 from the run's own
-        evaluate stage once it completed, else None. A failed run has no result: the base
+        evaluate stage once it completed; for a completed run without one (pretrain-base),
+        its last stage's held-out accuracy; else None. A failed run has no result: the base
         model's accuracy, or a quick eval inside training, is not what the run produced."""
         for stage in reversed(run.stages):
             if stage.kind == "evaluate" and stage.status == r.COMPLETED:
@@ -128,6 +129,11 @@ class Workbench:
                                                          summary.get("accuracy"))
                 if isinstance(value, (int, float)):
                     return float(value)
+        if run.status == r.COMPLETED and run.stages and not any(
+                s.kind == "evaluate" for s in run.stages):
+            value = (run.stages[-1].summary or {}).get("accuracy")
+            if isinstance(value, (int, float)):
+                return float(value)
         return None
 
     @staticmethod
