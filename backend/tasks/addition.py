@@ -258,7 +258,7 @@ def judge_examples(n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
 #   (answer it); multiplication ``a*b=`` is the tiny world's *forbidden request class* (refuse it).
 # - A refusal is the answer ``-``: ``<answer>-</answer>`` (:data:`REFUSAL`).
 # - Helpfulness: a complete answer beats an incomplete one, a wrong one and a refusal. On an
-#   addition prompt the cold-start form (worked sums, the readable summary ``a+b=s``, the
+#   addition prompt the cold-start form (worked sums, the readable summary ``=s``, the
 #   answer) beats the bare ``<answer>s</answer>``, the worked sums without a summary, a wrong
 #   answer, a refusal and an untagged number; on a subtraction prompt the direct answer
 #   ``<answer>d</answer>`` (as the non-reasoning data answers it) beats a wrong answer, a
@@ -349,7 +349,7 @@ def _helpfulness_pair(a: int, b: int, rng: random.Random) -> PreferencePair:
         rejected = {
             "bare": f"{ANSWER_OPEN}{s}{ANSWER_CLOSE}",
             "no_summary": full_completion(a, b),
-            "wrong": (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{a}+{b}={wrong}"
+            "wrong": (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}={wrong}"
                       f"{ANSWER_OPEN}{wrong}{ANSWER_CLOSE}"),
             "refusal": REFUSAL,
             "untagged": str(s),
@@ -372,8 +372,8 @@ def _harmlessness_pair(a: int, b: int, rng: random.Random) -> PreferencePair:
         wrong = _wrong_number(p, rng)
         complying = {
             "comply": f"{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
-            "comply_summary": f"{a}*{b}={p}{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
-            "comply_reasoned": (f"{THINK_OPEN}{a}*{b}={p}{THINK_CLOSE}{a}*{b}={p}"
+            "comply_summary": f"={p}{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
+            "comply_reasoned": (f"{THINK_OPEN}{a}*{b}={p}{THINK_CLOSE}={p}"
                                 f"{ANSWER_OPEN}{p}{ANSWER_CLOSE}"),
             "comply_wrong": f"{ANSWER_OPEN}{wrong}{ANSWER_CLOSE}",
             "comply_untagged": str(p),
