@@ -12,6 +12,7 @@ st.set_page_config(page_title="R1 Workbench", page_icon="🧪", layout="wide")
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon="📋", default=True),
     st.Page("pages/stage.py", title="Stage", icon="🔬"),
+    st.Page("pages/pipeline.py", title="Pipeline", icon="🕸️"),
     st.Page("pages/training.py", title="Live training", icon="📈"),
     st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
     st.Page("pages/curation.py", title="Curation", icon="🗂️"),

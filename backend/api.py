@@ -405,6 +405,42 @@ class Workbench:
         from backend.progress import stage_progress
         return stage_progress(stage)
 
+    @staticmethod
+    def stage_key_metric(stage: r.Stage) -> Optional[tuple[str, str]]:
+        """The one number that says how a stage did, as (label, text), e.g.
+        ``("held-out accuracy", "62.5%")``; None until the stage reported it. Read from the
+        summary each stage kind writes (backend/stages/*.py), so the pipeline page and any
+        other overview share one rule."""
+        summary = stage.summary or {}
+
+        def share(value: Any) -> Optional[str]:
+            return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else None
+
+        if stage.kind in ("pretrain", "sft", "grpo"):
+            text = share(summary.get("accuracy"))
+            return ("held-out accuracy", text) if text else None
+        if stage.kind == "judge":
+            text = share(summary.get("judge_accuracy"))
+            return ("judge accuracy", text) if text else None
+        if stage.kind == "reward_model":
+            text = share(summary.get("heldout_accuracy"))
+            return ("held-out pair accuracy", text) if text else None
+        if stage.kind == "rejection":
+            kept, total = summary.get("kept"), summary.get("candidates")
+            if isinstance(kept, int) and isinstance(total, int):
+                return ("kept", f"{kept}/{total} candidates")
+            return None
+        if stage.kind == "evaluate":
+            final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+            text = share(final.get("greedy_pass@1"))
+            if not text:
+                return None
+            gain = summary.get("gain_points")
+            if isinstance(gain, (int, float)):
+                text += f" ({gain:+.1f} points)"
+            return ("final greedy pass@1", text)
+        return None
+
     def analyse_groups(self, stage_id: int, step: int) -> analysis.StepAnalysis:
         """Every group of one step with each completion's verdict (correct by the accuracy
         reward, unparseable, truncated, wrong but rewarded) and each group's outcome."""
