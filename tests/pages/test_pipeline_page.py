@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from backend import recipes
 from storage import Store
 from storage.records import StageSpec
+from tests.pages.imports import training_libs_imported
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -157,3 +158,21 @@ def test_key_metric_rule(kind, summary, expected):
     from backend.api import Workbench
 
     assert Workbench.stage_key_metric(SimpleNamespace(kind=kind, summary=summary)) == expected
+
+
+def test_the_page_renders_without_training_libraries(store, waiting_run):
+    # The UI never trains: drawing the graph and its links imports no torch.
+    run, _ = waiting_run
+    done = training_libs_imported(run.id, ["pages/pipeline.py"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_run_deleted_while_the_page_is_open_says_so_on_the_next_refresh(store, waiting_run):
+    run, _ = waiting_run
+    at = page(run=str(run.id))
+    assert graph_source(at)
+    store.delete_run(run.id)  # from another tab or the CLI
+    at.run()
+    assert not at.exception
+    assert f"Run {run.id} was deleted." in "\n".join(w.value for w in at.warning)
