@@ -100,7 +100,9 @@ show worked reasoning in `<think>`. GRPO: TRL `GRPOTrainer`, {cfg['steps']} step
 {cfg['batch_size'] // cfg['num_generations']} prompts x {cfg['num_generations']} completions
 per step, lr {cfg['learning_rate']:g}, beta {cfg['beta']:g}, loss `{cfg['loss_type']}`,
 rewards `{cfg['reward_funcs']}` weighted `{cfg['reward_weights']}`, max
-{cfg['max_completion_length']} completion tokens. Held-out: {s['problems']} problems never
+{cfg['max_completion_length']} completion tokens; training prompts: a fixed pool of
+{cfg.get('problem_pool', 0) or 'fresh'} distinct problems seen in epochs (so one problem's group can be
+followed across steps in the Group inspector). Held-out: {s['problems']} problems never
 trained on.
 
 | held-out metric | base model | after R1-Zero GRPO | change (points) |
