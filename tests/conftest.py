@@ -36,11 +36,27 @@ def gsm8k_dir() -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
+def home(tmp_path, monkeypatch):
     """A fresh R1WB_HOME; subprocesses started by the code under test inherit it."""
     monkeypatch.setenv("R1WB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("R1WB_DB_URL", raising=False)
-    return tmp_path / "home"
+    yield tmp_path / "home"
+    _kill_background_processes(tmp_path / "home")
+
+
+def _kill_background_processes(home: Path) -> None:
+    """Runners and workers a test started outlive it (they are detached on purpose); a test
+    that failed half-way must not leave a paused worker running for the rest of the suite."""
+    import psutil
+
+    marker = str(home)
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "-m backend _" in cmdline and marker in cmdline:
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
 
 
 @pytest.fixture
