@@ -21,12 +21,14 @@ other braces). Two templates ship:
   ``VERDICT: INCORRECT``;
 * :data:`TINY_TEMPLATE` for the embedded character model, whose vocabulary has only digits,
   ``+ - * = ,`` and the four tags: ``{question}{candidate}<answer>{reference}</answer>=``, to
-  which the judge writes ``<think>CAND=REF</think>1`` (or ``0``): it copies the candidate's
-  final answer and the reference side by side (its rationale), then gives the verdict digit.
-  The question and candidate read like the base model's own pre-training texts, and the two
-  answers to compare sit next to each other at the end of the prompt: with the reference
-  before the candidate instead, a 300-step tiny judge copied the candidate's answer twice and
-  scored 72% on held-out verdicts.
+  which the judge writes its rationale, the candidate's final answer and the reference
+  compared column by column from the right (``<think>2=1,1=1,5=5</think>`` for 512 against
+  511, as the base model's worked sums walk the columns), then the verdict digit ``1`` or
+  ``0``. The question and candidate read like the base model's own pre-training texts, and
+  the two answers sit next to each other at the end of the prompt. Measured on held-out
+  verdicts after 300 steps: reference first and a plain ``<think>CAND=REF</think>`` rationale,
+  72% (the judge copied the candidate's answer twice); this layout with that rationale, 68%
+  after 100 steps (copies right, compares badly).
   The ``judge`` stage (``backend/stages/judge.py``) teaches the tiny base model this format.
 
 :func:`parse_verdict` reads either format; a judge text with no verdict in it gives ``None``
@@ -117,10 +119,18 @@ def render_prompt(template: str, item: JudgeItem) -> str:
 
 
 def tiny_rationale(candidate: str, reference: str, verdict: bool) -> str:
-    """What the tiny judge is taught to write: the candidate's final answer (empty when it has
-    none) and the reference side by side in a thought, then ``1`` (right) or ``0`` (wrong)."""
+    """What the tiny judge is taught to write: the candidate's final answer and the reference
+    compared digit by digit from the right, one ``cand=ref`` column each (the shorter padded
+    with 0s), the way the base model's worked sums walk the columns, then ``1`` (right) or
+    ``0`` (wrong): ``<think>2=1,1=1,5=5</think>0`` for 512 against 511. A candidate with no
+    final answer gets an empty thought: ``<think></think>0``."""
     answer = extract_answer(candidate) or ""
-    return f"{THINK_OPEN}{answer}={reference}{THINK_CLOSE}{1 if verdict else 0}"
+    if not answer:
+        return f"{THINK_OPEN}{THINK_CLOSE}0"
+    width = max(len(answer), len(reference))
+    columns = zip(answer.rjust(width, "0")[::-1], reference.rjust(width, "0")[::-1])
+    return (f"{THINK_OPEN}{','.join(f'{c}={r}' for c, r in columns)}{THINK_CLOSE}"
+            f"{1 if verdict else 0}")
 
 
 _VERDICT_LINE = re.compile(
@@ -216,9 +226,9 @@ class LocalJudge(Judge):
         chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.format = PromptFormat("chat" if chat else "plain", "{prompt}")
         recorded = judge_settings(model_path).get("max_new_tokens")
-        # The tiny judge writes ~16 tokens; an LLM that explains itself needs a few hundred.
+        # The tiny judge writes up to ~28 tokens (6-digit sums); an LLM that explains itself needs a few hundred.
         self.max_new_tokens = max_new_tokens or recorded or (
-            24 if self.template == TINY_TEMPLATE else 512)
+            32 if self.template == TINY_TEMPLATE else 512)
         self.batch_size = batch_size
 
     def prompts(self, items: Sequence[JudgeItem]) -> list[str]:

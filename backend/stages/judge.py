@@ -6,7 +6,7 @@ TRL's ``SFTTrainer`` (prompt-completion data, loss on the completion only) on ve
 addition task writes by its own rules (``backend.tasks.addition.judge_examples``: right and
 wrong candidates, cut-off and untagged ones, each with the rule check's verdict). Prompt and
 verdict format: ``backend.judge`` (``TINY_TEMPLATE``; the judge writes
-``<think>CAND=REF</think>1`` or ``0``). Real use: any verdict file (``verdict_dataset``: columns
+``<think>2=1,1=1,5=5</think>0`` for 512 against 511). Real use: any verdict file (``verdict_dataset``: columns
 question, reference, candidate, verdict) and any model folder, or skip this stage and point the
 rejection stage at an OpenAI-compatible endpoint.
 
@@ -50,8 +50,8 @@ class JudgeStageConfig(StageConfig):
         "help": "Synthetic verdicts: most digits (a wired synthetic problem source wins)."})
     eval_examples: int = field(default=300, metadata={
         "help": "Held-out verdicts the finished judge is scored on."})
-    max_new_tokens: int = field(default=24, metadata={
-        "help": "Judge generation budget (tiny: ~16 tokens; an LLM that explains: ~512)."})
+    max_new_tokens: int = field(default=32, metadata={
+        "help": "Judge generation budget (tiny: up to ~28 tokens; an LLM that explains: ~512)."})
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps."})
 
     def validate(self) -> None:

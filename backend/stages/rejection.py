@@ -126,7 +126,7 @@ class RejectionConfig(StageConfig):
         "help": "Which candidates the judge sees: all (agreement with the rule is measured on "
                 "all) | rule_passed | rule_failed (open-r1: only what the rule rejected)."})
     judge_max_new_tokens: int = field(default=0, metadata={
-        "help": "Judge generation budget; 0 = what the judge stage recorded, 24 for the tiny "
+        "help": "Judge generation budget; 0 = what the judge stage recorded, 32 for the tiny "
                 "template, else 512."})
     judge_timeout: float = field(default=60.0, metadata={
         "help": "Seconds per endpoint request before it counts as failed."})
