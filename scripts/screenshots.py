@@ -3,7 +3,8 @@ headless Chromium (Debian's, never a downloaded one) and saves full-page PNGs.
 
     R1WB_HOME=/path/to/data .venv/bin/python scripts/screenshots.py --run 2 --stage 5
 
-Pages: runs, stage, training (Live training), groups (Group inspector). ``--only`` picks some.
+Pages: runs, stage, training (Live training), groups (Group inspector), pipeline (the run's
+stage graph), curation (``--dataset``). ``--only`` picks some.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Live steering"),
-         "groups": ("groups", "Groups of step")}
+         "groups": ("groups", "Groups of step"), "pipeline": ("pipeline", "Pipeline"),
+         "curation": ("curation", "Pending")}
 
 
 def free_port() -> int:
@@ -51,6 +53,7 @@ def main() -> int:
     ap.add_argument("--run", type=int, required=True)
     ap.add_argument("--stage", type=int, required=True, help="a GRPO stage of the run")
     ap.add_argument("--step", type=int, default=None, help="inspector step (default: latest)")
+    ap.add_argument("--dataset", type=int, default=None, help="curation page's dataset")
     ap.add_argument("--only", nargs="*", default=list(PAGES))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     ap.add_argument("--width", type=int, default=1500)
@@ -74,6 +77,8 @@ def main() -> int:
                 query = f"?run={args.run}&stage={args.stage}"
                 if name == "groups" and args.step is not None:
                     query += f"&step={args.step}"
+                if name == "curation" and args.dataset is not None:
+                    query = f"?dataset={args.dataset}"
                 page.goto(f"http://127.0.0.1:{port}/{path}{query}")
                 try:
                     page.get_by_text(expect).first.wait_for(timeout=90_000)
