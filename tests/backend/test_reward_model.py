@@ -294,8 +294,8 @@ def test_reward_model_stage_learns_the_harmlessness_rule_and_records_its_scores(
     from backend.rewards.reward_model import load_reward_model, score
 
     store, stage, outputs = run_stage(db_url, tmp_path / "out", "reward_model", {
-        "aspect": "harmlessness", "steps": 60, "batch_size": 16, "pairs": 960, "eval_pairs": 60,
-        "learning_rate": 1e-3, "save_steps": 30}, tiny_model_dir)
+        "aspect": "harmlessness", "steps": 40, "batch_size": 16, "pairs": 640, "eval_pairs": 60,
+        "learning_rate": 2e-3, "save_steps": 20}, tiny_model_dir)
     artifact = outputs["reward_model"]
     assert isinstance(artifact, RewardModelArtifact) and artifact.type == "reward_model"
     summary = stage.summary
@@ -305,9 +305,9 @@ def test_reward_model_stage_learns_the_harmlessness_rule_and_records_its_scores(
     assert summary["heldout_chosen_mean"] > summary["heldout_rejected_mean"]
     assert sum(summary["heldout_pairs_by_kind"].values()) == 60
     steps, losses = store.metric_series(stage.id, "loss")
-    assert steps == list(range(1, 61))
-    assert len(store.metric_series(stage.id, "accuracy")[0]) == 60  # TRL's pair accuracy per step
-    assert [c.step for c in store.checkpoints(stage.id)] == [30, 60, 60]  # trainer x2, final
+    assert steps == list(range(1, 41))
+    assert len(store.metric_series(stage.id, "accuracy")[0]) == 40  # TRL's pair accuracy per step
+    assert [c.step for c in store.checkpoints(stage.id)] == [20, 40, 40]  # trainer x2, final
 
     model, tok = load_reward_model(artifact.path, name="harmlessness")
     assert model.config.architectures == ["Qwen2ForSequenceClassification"]
