@@ -166,6 +166,15 @@ def main() -> int:
             browser.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
+    body = render(results, info, args.seconds, args.rounds)
+    print("\n" + body)
+    if not args.no_docs and args.only is None:
+        write_section("bench_watching", "## Training speed while watched (worker threads)",
+                      body)
+    return 0
+
+
+def render(results: dict, info: dict, seconds: float, rounds: int) -> str:
     head = "| worker setting | " + " | ".join(label for label, _, _ in VIEWS) + " |"
     rows = []
     for name, by_view in results.items():
@@ -173,23 +182,20 @@ def main() -> int:
         cells = []
         for label, path, _ in VIEWS:
             rate, cores = by_view[label]
+            share = f"{rate / base:.0%}" if base > 0 else "n/a"  # a stalled baseline
             cells.append(f"{rate:.2f}" if path is None else
-                         f"{rate:.2f} ({rate / base:.0%}; UI {cores:.2f} cores)")
+                         f"{rate:.2f} ({share}; UI {cores:.2f} cores)")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    body = "\n".join([
+    return "\n".join([
         f"Measured {info['date']} on {os.cpu_count()} CPUs, load average {info['load']} at "
         f"start. Reproduce: `.venv/bin/python bench/bench_watching.py --rounds "
-        f"{args.rounds} --seconds {args.seconds:.0f}` (with a cached tiny base under "
+        f"{rounds} --seconds {seconds:.0f}` (with a cached tiny base under "
         f"`R1WB_HOME`). GRPO steps per second of a tiny r1-zero stage (quick evals off), each "
-        f"over {args.seconds:.0f} s"
-        f"{f' (median of {args.rounds} rounds)' if args.rounds > 1 else ''}, while the named page is open in headless Chromium; in brackets the rate as a share "
-        f"of the mean unwatched rate, and the CPU the UI (Streamlit server + browser) took "
-        f"meanwhile.", "", head, "|---|" + "---|" * len(VIEWS), *rows])
-    print("\n" + body)
-    if not args.no_docs and args.only is None:
-        write_section("bench_watching", "## Training speed while watched (worker threads)",
-                      body)
-    return 0
+        f"over {seconds:.0f} s"
+        f"{f' (median of {rounds} rounds)' if rounds > 1 else ''}, while the named page is "
+        f"open in headless Chromium; in brackets the rate as a share of the mean unwatched "
+        f"rate, and the CPU the UI (Streamlit server + browser) took meanwhile.",
+        "", head, "|---|" + "---|" * len(VIEWS), *rows])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import html
 import os
 import re
 import socket
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
