@@ -63,10 +63,12 @@ def test_stage_survives_a_streamlit_restart_and_shows_again(db_url, home):
     port = _free_port()
     server = _start_streamlit(port)
     wb = Workbench(db_url)
+    # A small batch: the corpus (steps x batch texts) is tokenised before the first step,
+    # which took 110 s at batch 32 on a loaded 2-core machine.
     run = wb.create_run("pretrain-base", "smoke", {"steps": "3000", "use_cache": "false",
-                                                   "save_steps": "500"})
+                                                   "save_steps": "500", "batch_size": "8"})
     stage = wait_for(lambda: (s := wb.get_run(run.id).stages[0]).status == "running"
-                     and s.step > 0 and s, 120, what="the stage to run")
+                     and s.step > 0 and s, 240, what="the stage to run")
     # A deep link is the fresh server's first request: the page must still come up inside
     # app.py's navigation (its titles), not as a lone file of pages/ (whose names it'd list).
     text = _page_text(f"http://127.0.0.1:{port}/stage?run={run.id}&stage={stage.id}", "running")
