@@ -322,8 +322,10 @@ class Workbench:
         (parsed values, risks worth a confirmation). Raises ConfigError with every problem."""
         stage = self.get_stage(stage_id)
         try:
+            # Against the effective values: {"format": 0.2} keeps an earlier live change to
+            # the other weights.
             parsed = steering.parse_changes(tuple(self.live_params(stage.kind)), values,
-                                            stage.config, stage.kind)
+                                            {**stage.config, **stage.params}, stage.kind)
         except steering.SteeringError as exc:
             raise ConfigError(str(exc)) from None
         current = {**{k: stage.config.get(k) for k in parsed}, **stage.params}
