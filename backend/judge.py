@@ -22,13 +22,15 @@ other braces). Two templates ship:
 * :data:`TINY_TEMPLATE` for the embedded character model, whose vocabulary has only digits,
   ``+ - * = ,`` and the four tags: ``{question}{candidate}<answer>{reference}</answer>=``, to
   which the judge writes its rationale, the candidate's final answer and the reference
-  compared column by column from the right (``<think>2=1,1=1,5=5</think>`` for 512 against
-  511, as the base model's worked sums walk the columns), then the verdict digit ``1`` or
-  ``0``. The question and candidate read like the base model's own pre-training texts, and
-  the two answers sit next to each other at the end of the prompt. Measured on held-out
-  verdicts after 300 steps: reference first and a plain ``<think>CAND=REF</think>`` rationale,
-  72% (the judge copied the candidate's answer twice); this layout with that rationale, 68%
-  after 100 steps (copies right, compares badly).
+  compared column by column from the right, each column marked ``=`` (same digit) or ``*``
+  (``<think>21*,11=,55=</think>`` for 512 against 511, walking the columns as the base
+  model's worked sums do), then the verdict digit ``1`` or ``0``. The question and candidate
+  read like the base model's own pre-training texts, and the two answers sit next to each
+  other at the end of the prompt. Measured on 300 held-out verdicts after 300 steps of the
+  judge stage: reference first with a ``<think>CAND=REF</think>`` rationale, 72% (the judge
+  copied the candidate's answer twice); this layout with unmarked ``c=r`` columns, 72% too
+  (columns copied right, but the verdict did not follow them); with the marks, 86% (78% after
+  200 steps): every right candidate passed, the errors are ``=`` marks on differing digits.
   The ``judge`` stage (``backend/stages/judge.py``) teaches the tiny base model this format.
 
 :func:`parse_verdict` reads either format; a judge text with no verdict in it gives ``None``
@@ -120,17 +122,19 @@ def render_prompt(template: str, item: JudgeItem) -> str:
 
 def tiny_rationale(candidate: str, reference: str, verdict: bool) -> str:
     """What the tiny judge is taught to write: the candidate's final answer and the reference
-    compared digit by digit from the right, one ``cand=ref`` column each (the shorter padded
-    with 0s), the way the base model's worked sums walk the columns, then ``1`` (right) or
-    ``0`` (wrong): ``<think>2=1,1=1,5=5</think>0`` for 512 against 511. A candidate with no
-    final answer gets an empty thought: ``<think></think>0``."""
+    compared digit by digit from the right (the shorter padded with 0s), the way the base
+    model's worked sums walk the columns; each column is the candidate's digit, the
+    reference's digit, then ``=`` (the same) or ``*`` (different); then ``1`` (right) or ``0``
+    (wrong): ``<think>21*,11=,55=</think>0`` for 512 against 511. Each mark compares the two
+    tokens just written, and the verdict only asks whether any ``*`` was written. A candidate
+    with no final answer gets an empty thought: ``<think></think>0``."""
     answer = extract_answer(candidate) or ""
     if not answer:
         return f"{THINK_OPEN}{THINK_CLOSE}0"
     width = max(len(answer), len(reference))
     columns = zip(answer.rjust(width, "0")[::-1], reference.rjust(width, "0")[::-1])
-    return (f"{THINK_OPEN}{','.join(f'{c}={r}' for c, r in columns)}{THINK_CLOSE}"
-            f"{1 if verdict else 0}")
+    return (f"{THINK_OPEN}{','.join(c + r + ('=' if c == r else '*') for c, r in columns)}"
+            f"{THINK_CLOSE}{1 if verdict else 0}")
 
 
 _VERDICT_LINE = re.compile(

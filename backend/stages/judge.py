@@ -6,7 +6,7 @@ TRL's ``SFTTrainer`` (prompt-completion data, loss on the completion only) on ve
 addition task writes by its own rules (``backend.tasks.addition.judge_examples``: right and
 wrong candidates, cut-off and untagged ones, each with the rule check's verdict). Prompt and
 verdict format: ``backend.judge`` (``TINY_TEMPLATE``; the judge writes
-``<think>2=1,1=1,5=5</think>0`` for 512 against 511). Real use: any verdict file (``verdict_dataset``: columns
+``<think>21*,11=,55=</think>0`` for 512 against 511). Real use: any verdict file (``verdict_dataset``: columns
 question, reference, candidate, verdict) and any model folder, or skip this stage and point the
 rejection stage at an OpenAI-compatible endpoint.
 

@@ -19,8 +19,8 @@ from backend.tasks.addition import AdditionTask, judge_examples, non_reasoning_e
 
 # ----------------------------------------------------------------------------- verdicts
 @pytest.mark.parametrize("text, verdict", [
-    ("<think>6=6,4=4</think>1", True),  # the tiny judge: equal columns, then 1
-    ("<think>5=6,4=4</think>0", False),  # ... a column differs, then 0
+    ("<think>66=,44=</think>1", True),  # the tiny judge: equal columns, then 1
+    ("<think>56*,44=</think>0", False),  # ... a column differs, then 0
     ("<think></think>0", False),  # the candidate gave no answer
     ("<think>4=4</think>10", None),  # a number, not a verdict digit
     ("<think>4=4", None),  # cut off before the verdict
@@ -41,12 +41,13 @@ def test_parse_verdict(text, verdict):
 
 
 @pytest.mark.parametrize("candidate, reference, verdict, expected", [
-    ("<think>3+4+0=7</think><answer>7</answer>", "7", True, "<think>7=7</think>1"),
-    ("<think>3+4+0=7</think><answer>8</answer>", "7", False, "<think>8=7</think>0"),
-    # Columns from the right, like the worked sums; the shorter number padded with 0s.
-    ("<answer>512</answer>", "511", False, "<think>2=1,1=1,5=5</think>0"),
-    ("<answer>67</answer>", "607", False, "<think>7=7,6=0,0=6</think>0"),
-    ("<answer>1431</answer>", "1431", True, "<think>1=1,3=3,4=4,1=1</think>1"),
+    ("<think>3+4+0=7</think><answer>7</answer>", "7", True, "<think>77=</think>1"),
+    ("<think>3+4+0=7</think><answer>8</answer>", "7", False, "<think>87*</think>0"),
+    # Columns from the right, like the worked sums, each marked = (same) or * (differs);
+    # the shorter number padded with 0s.
+    ("<answer>512</answer>", "511", False, "<think>21*,11=,55=</think>0"),
+    ("<answer>67</answer>", "607", False, "<think>77=,60*,06*</think>0"),
+    ("<answer>1431</answer>", "1431", True, "<think>11=,33=,44=,11=</think>1"),
     ("<think>3+4+0=7", "7", False, "<think></think>0"),  # no answer: nothing to compare
 ])
 def test_tiny_rationale_compares_answers_column_by_column_then_gives_the_verdict(
@@ -296,8 +297,8 @@ def test_verdict_files(tmp_path, rows, error):
 
 
 @pytest.mark.parametrize("template, verdict, expected", [
-    (TINY_TEMPLATE, True, "<think>7=7</think>1"),
-    (TINY_TEMPLATE, False, "<think>7=8</think>0"),
+    (TINY_TEMPLATE, True, "<think>77=</think>1"),
+    (TINY_TEMPLATE, False, "<think>78*</think>0"),
     (LLM_TEMPLATE, False, "The final answer 7 does not match the reference 8.\n"
                           "VERDICT: INCORRECT"),
 ])
