@@ -29,8 +29,9 @@ other braces). Two templates ship:
   other at the end of the prompt. Measured on 300 held-out verdicts after 300 steps of the
   judge stage: reference first with a ``<think>CAND=REF</think>`` rationale, 72% (the judge
   copied the candidate's answer twice); this layout with unmarked ``c=r`` columns, 72% too
-  (columns copied right, but the verdict did not follow them); with the marks, 86% (78% after
-  200 steps): every right candidate passed, the errors are ``=`` marks on differing digits.
+  (columns copied right, but the verdict did not follow them); with the marks, 86% at the
+  learning rate 1e-3 (every right candidate passed; the errors were ``=`` marks on differing
+  digits) and 99% at 3e-3, the judge stage's default (97% after 200 of the 300 steps).
   The ``judge`` stage (``backend/stages/judge.py``) teaches the tiny base model this format.
 
 :func:`parse_verdict` reads either format; a judge text with no verdict in it gives ``None``
