@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from backend.contract import ModelArtifact, ProblemSource
-from backend.stages.common import ConfigError, StageConfig, seed_everything, trainer_args
+from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
+                                   seed_everything, trainer_args)
 from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 VERDICT_COLUMNS = ("question", "reference", "candidate", "verdict")
@@ -68,6 +69,8 @@ class JudgeStageConfig(StageConfig):
             raise ConfigError("digits must satisfy 1 <= min_digits <= max_digits <= 12")
         if not self.learning_rate > 0:
             raise ConfigError("learning_rate must be > 0")
+        check_model_path("model_path", self.model_path)
+        check_data_path("verdict_dataset", self.verdict_dataset)
         try:
             check_template(self.judge_template)
         except ValueError as exc:

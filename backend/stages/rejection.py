@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from backend.contract import DatasetArtifact, ProblemSource
-from backend.stages.common import ConfigError, StageConfig, seed_everything
+from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
+                                   seed_everything)
 from backend.stages.context import StageContext, StageStopped
 
 CORRECT_BY = ("rule", "judge", "rule_or_judge", "rule_and_judge")
@@ -177,6 +178,11 @@ class RejectionConfig(StageConfig):
         if self.judge_endpoint and not self.judge_endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"judge_endpoint {self.judge_endpoint!r} must be an http:// or "
                               f"https:// URL")
+        # Paths are checked when the run is created, not minutes later in the worker.
+        check_model_path("model_path", self.model_path)
+        check_model_path("judge_model_path", self.judge_model_path)
+        check_data_path("dataset", self.dataset)
+        check_data_path("non_reasoning_dataset", self.non_reasoning_dataset)
         if self.judge_endpoint and not self.judge_api_model:
             raise ConfigError("judge_endpoint needs judge_api_model (the model name the server "
                               "serves, e.g. the path given to vllm serve)")

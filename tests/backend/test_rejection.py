@@ -412,6 +412,8 @@ def test_problems_from_a_file_keep_their_reference_and_mix_nothing_unasked(
     ({"judge_endpoint": "http://127.0.0.1:8000"}, "judge_api_model"),
     ({"judge_template": "grade {candidate}"}, "{reference}"),
     ({"non_reasoning_share": 1.0}, "non_reasoning_share"),
+    ({"judge_model_path": "/no/such/judge"}, "judge_model_path: /no/such/judge does not exist"),
+    ({"non_reasoning_dataset": "/no/such.jsonl"}, "non_reasoning_dataset: /no/such.jsonl does"),
 ])
 def test_config_that_cannot_work_is_refused(values, message):
     from backend.stages.common import ConfigError
