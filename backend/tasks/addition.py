@@ -146,12 +146,17 @@ def non_reasoning_examples(n: int, seed: int, min_digits: int = 1,
     chain of thought. Only characters of the tiny vocabulary are used.
 
     Rows ``{prompt, completion, answer}``. The list is prefix-stable (the first ``k`` rows are
-    the same for every ``n >= k``), so a resumed stage can continue where it stopped.
+    the same for every ``n >= k``), so a resumed stage can continue where it stopped. No
+    operand pair is held out (in either order): held-out ``a-b=`` prompts measure the
+    helpfulness reward model and RL (``general_prompts(heldout=True)``).
     """
-    task = AdditionTask(min_digits=min_digits, max_digits=max_digits, heldout_size=1)
+    task = AdditionTask(min_digits=min_digits, max_digits=max_digits)
+    blocked = set(task._heldout_pairs) | {(b, a) for a, b in task._heldout_pairs}
     rng, rows = random.Random(seed + 31), []
-    for _ in range(n):
+    while len(rows) < n:
         a, b = task._draw(rng)
+        if (a, b) in blocked:
+            continue
         a, b = max(a, b), min(a, b)
         rows.append({"prompt": f"{a}-{b}=", "completion": f"{ANSWER_OPEN}{a - b}{ANSWER_CLOSE}",
                      "answer": str(a - b)})

@@ -107,9 +107,11 @@ def test_judge_examples_are_balanced_labelled_by_the_rule_and_held_out_apart():
     assert {e.question for e in judge_examples(100, seed=0, heldout=True)} <= held
 
 
-def test_non_reasoning_family_is_answered_directly_and_prefix_stable():
-    rows = non_reasoning_examples(50, seed=3)
+def test_non_reasoning_family_is_answered_directly_prefix_stable_and_never_held_out():
+    rows = non_reasoning_examples(300, seed=3)
     assert rows[:20] == non_reasoning_examples(20, seed=3)
+    held = {f"{max(a, b)}-{min(a, b)}=" for a, b in AdditionTask()._heldout_pairs}
+    assert not {row["prompt"] for row in rows} & held
     for row in rows:
         a, b = row["prompt"].rstrip("=").split("-")
         assert row["completion"] == f"<answer>{int(a) - int(b)}</answer>"
