@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -339,7 +340,7 @@ def test_stop_takes_effect_between_chunks_and_a_restart_finishes(tiny_model_dir,
                                                                   tmp_path):
     """A stop command ends the stage after a whole chunk (StageStopped, the rows of every
     prompt started are written); running it again continues to the end."""
-    from backend.stages.context import StageStopped
+    from backend.stages.context import TICK_SECONDS, StageStopped
 
     store = Store(db_url)
     real_add_checkpoint = store.add_checkpoint
@@ -348,6 +349,9 @@ def test_stop_takes_effect_between_chunks_and_a_restart_finishes(tiny_model_dir,
         real_add_checkpoint(stage_id, step, path, kind)
         if step == 4 and not store.commands(stage_id):
             store.add_command(stage_id, "stop")
+            # The worker fetches commands every TICK_SECONDS in the background: let it see
+            # this one before the next chunk (a fast machine finishes 40 prompts sooner).
+            time.sleep(4 * TICK_SECONDS)
 
     store.add_checkpoint = stop_after_first_chunk
     config = {**SMALL, "prompts": 40, "n_candidates": 2}
@@ -356,7 +360,7 @@ def test_stop_takes_effect_between_chunks_and_a_restart_finishes(tiny_model_dir,
                   store=store)
     dataset = store.datasets()[0]
     prompts = Counter(row.meta["prompt_index"] for row in _rows(store, dataset.id))
-    assert 4 <= len(prompts) < 40 and set(prompts.values()) == {2}
+    assert len(prompts) == 4 and set(prompts.values()) == {2}  # the boundary after chunk 1
     stop = store.commands(dataset.stage_id)[0]
     assert stop.applied_step == len(prompts)  # applied at the chunk boundary it stopped at
     stage, _ = run_stage(db_url, tmp_path, "rejection", {}, None, store=store,
