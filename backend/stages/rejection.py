@@ -69,7 +69,9 @@ class RejectionConfig(StageConfig):
     n_candidates: int = field(default=4, metadata={"help": "Candidates sampled per prompt."})
     temperature: float = field(default=0.7, metadata={
         "help": "Sampling temperature (live: applies from the next chunk)."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Tokens per candidate."})
+    max_new_tokens: int = field(default=96, metadata={
+        "help": "Tokens per candidate (a cut-off one is rejected as truncated). The tiny "
+                "model's 1-3 digit sums with a summary take ~45, 1-5 digit ones ~70."})
     rule_rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"], metadata={
         "help": "Rule rewards scored for every candidate (add language_consistency to record "
                 "it); comma-separated in --set."})
