@@ -8,12 +8,13 @@ from typing import Sequence
 
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
              temperature: float = 0.0, num_samples: int = 1, batch_size: int = 256,
-             seed: int = 0) -> list[list[str]]:
-    """``num_samples`` completions per prompt (greedy when temperature == 0).
+             seed: int = 0, top_p: float = 1.0) -> list[list[str]]:
+    """``num_samples`` completions per prompt (greedy when temperature == 0; ``top_p`` < 1
+    samples from the nucleus, as the R1 paper's evaluation does with 0.95).
     Returns one list of completion strings per prompt."""
     samples = generate_samples(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                temperature=temperature, num_samples=num_samples,
-                               batch_size=batch_size, seed=seed)
+                               batch_size=batch_size, seed=seed, top_p=top_p)
     return [[s.text for s in row] for row in samples]
 
 
@@ -28,7 +29,7 @@ class Sample:
 
 def generate_samples(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
                      temperature: float = 0.0, num_samples: int = 1, batch_size: int = 256,
-                     seed: int = 0) -> list[list[Sample]]:
+                     seed: int = 0, top_p: float = 1.0) -> list[list[Sample]]:
     """Like :func:`generate`, with each completion's token count and finish reason (open-r1's
     ``finish_reasons``): read from the generated ids, since the decoded text drops the
     end-of-sequence token."""
@@ -48,7 +49,7 @@ def generate_samples(model, tokenizer, prompts: Sequence[str], *, max_new_tokens
             kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                           eos_token_id=eos)
             if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=top_p)
             else:
                 kwargs.update(do_sample=False)
             out = model.generate(**enc, **kwargs)  # (B, prompt + new)
