@@ -168,7 +168,7 @@ def main() -> int:
         os.killpg(server.pid, signal.SIGTERM)
     body = render(results, info, args.seconds, args.rounds)
     print("\n" + body)
-    if not args.no_docs and args.only is None:
+    if not args.no_docs:
         write_section("bench_watching", "## Training speed while watched (worker threads)",
                       body)
     return 0
