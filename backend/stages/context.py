@@ -5,6 +5,7 @@ commands (pause, resume, stop, checkpoint-now, live parameter changes) at step b
 ``attach_trainer`` connects any HF/TRL ``Trainer`` to it through one callback, so every
 Trainer-based stage gets the same progress, metrics, pause / stop / checkpoint-now and live
 learning rate, and re-applies the stage's effective live values when it resumes.
+``train_and_save`` is the tail they share: train with resume, stop, save the final model.
 
 Imported by stage modules; it imports no stage module (the worker imports both).
 """
@@ -54,6 +55,11 @@ class StageContext:
         # Stage modules register how each declared live parameter is applied: {name: fn}.
         self.setters: dict[str, Setter] = {}
         self.params: dict[str, Any] = dict(stage.params)  # effective values
+        # time_budget_s (TimeBudgetConfig) counts this process's CPU seconds; a stage resumed
+        # from a checkpoint goes on spending its budget from the last cpu_s it recorded.
+        self.cpu_before = (store.latest_metrics(stage.id, ["cpu_s"]).get("cpu_s", 0.0)
+                           if self.resume_checkpoint else 0.0)
+        self.budget_summary: dict[str, Any] = {}  # merged into every summary() written
         # The training thread never waits on the database: metrics are buffered and the step
         # noted in memory; one background thread writes them, beats the heartbeat and fetches
         # waiting commands in one transaction every TICK_SECONDS (bench/bench_recording.py).
@@ -138,7 +144,11 @@ class StageContext:
         self.store.add_checkpoint(self.stage.id, step, path, kind)
 
     def summary(self, values: dict[str, Any]) -> None:
-        self.store.update_stage(self.stage.id, summary=values)
+        self.store.update_stage(self.stage.id, summary={**values, **self.budget_summary})
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds this stage has used: this process (every thread) and earlier attempts."""
+        return self.cpu_before + time.process_time()
 
     # -- steering --------------------------------------------------------------------------
     def apply_commands(self, step: int) -> None:
@@ -236,6 +246,19 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
         return f"learning_rate = {lr:g}"
 
     ctx.setters.update({"learning_rate": set_learning_rate, **(setters or {})})
+    budget = float(ctx.config.get("time_budget_s") or 0)
+
+    def check_budget(state, control) -> None:
+        """Matched compute between stages: past time_budget_s CPU seconds training ends at
+        this step boundary, like a finished run (the stage then saves its final model)."""
+        used = ctx.cpu_seconds()
+        ctx.log_metrics(state.global_step, {"cpu_s": used})
+        if budget and used >= budget and not ctx.stop_requested:
+            control.should_training_stop = True
+            if not ctx.budget_summary.get("stopped_by_time_budget"):
+                ctx.event(f"time budget spent: {used:.0f} of {budget:g} CPU s at step "
+                          f"{state.global_step} of {state.max_steps}; training ends here")
+            ctx.budget_summary["stopped_by_time_budget"] = True
 
     class WorkbenchCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -255,6 +278,14 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
                 # position) at this step, then leaves its loop.
                 control.should_save = True
                 control.should_training_stop = True
+            check_budget(state, control)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            ctx.budget_summary.update({"cpu_s": round(ctx.cpu_seconds(), 1),
+                                       "trained_steps": state.global_step})
+            if budget:
+                ctx.budget_summary["time_budget_s"] = budget
+                ctx.budget_summary.setdefault("stopped_by_time_budget", False)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
@@ -268,3 +299,35 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
 
     trainer.add_callback(WorkbenchCallback())
     return trainer
+
+
+def train_and_save(ctx: StageContext, trainer: Any, tokenizer: Any = None, *,
+                   final_dir: Optional[Path] = None, files: Optional[dict[str, str]] = None,
+                   after_train: Optional[Callable[[], None]] = None) -> Path:
+    """The tail every Trainer stage shares: train (resuming from the stage's newest
+    checkpoint when it has one), then save the final model and tokenizer and record them as
+    the stage's ``final`` checkpoint. Returns the folder (``<output_dir>/final`` by default).
+
+    Raises StageStopped when the user stopped the stage: the Trainer has already saved a full
+    checkpoint at that step (``attach_trainer``), and nothing final is written. ``files``
+    (name -> text) are written into the folder before it is recorded, so a reader of the
+    checkpoint finds them with the weights (the judge's settings). ``after_train`` runs once
+    training ends, also when it raised (GRPO closes its rollout writer there).
+    ``attach_trainer`` must have been called on the trainer first."""
+    try:
+        trainer.train(resume_from_checkpoint=ctx.resume_checkpoint)
+    finally:
+        if after_train is not None:
+            after_train()
+    if ctx.stop_requested:
+        raise StageStopped()
+    final = Path(final_dir) if final_dir is not None else ctx.output_dir / "final"
+    trainer.save_model(str(final))
+    tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(final))
+    for name, text in (files or {}).items():
+        (final / name).write_text(text)
+    # The step the Trainer ended at (its max_steps): what the checkpoint list shows.
+    ctx.checkpoint_saved(trainer.state.global_step, str(final), kind="final")
+    return final

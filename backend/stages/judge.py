@@ -26,7 +26,7 @@ from typing import Optional
 from backend.contract import ModelArtifact, ProblemSource
 from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
                                    seed_everything, trainer_args)
-from backend.stages.context import StageContext, StageStopped, attach_trainer
+from backend.stages.context import StageContext, attach_trainer, train_and_save
 
 VERDICT_COLUMNS = ("question", "reference", "candidate", "verdict")
 
@@ -209,18 +209,11 @@ def run(ctx: StageContext) -> dict:
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=tokenizer)
     attach_trainer(ctx, trainer)
-    trainer.train(resume_from_checkpoint=ctx.resume_checkpoint)
-    if ctx.stop_requested:
-        raise StageStopped()
-
-    final_dir = ctx.output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    (final_dir / JUDGE_SETTINGS_FILE).write_text(json.dumps(
+    # The settings travel with the weights: LocalJudge reads them from the folder.
+    final_dir = train_and_save(ctx, trainer, tokenizer, files={JUDGE_SETTINGS_FILE: json.dumps(
         {"template": template, "max_new_tokens": cfg.max_new_tokens,
          "trained_from": model_path, "verdict_dataset": cfg.verdict_dataset or "synthetic"},
-        indent=1))
-    ctx.checkpoint_saved(cfg.steps, str(final_dir), kind="final")
+        indent=1)})
 
     report = score_judge(LocalJudge(str(final_dir), "auto", cfg.max_new_tokens), heldout)
     ctx.log_metrics(cfg.steps, {"judge/accuracy": report["judge_accuracy"],

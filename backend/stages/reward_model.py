@@ -33,7 +33,7 @@ from typing import Any, Optional
 from backend.contract import ProblemSource, RewardModelArtifact
 from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
                                    seed_everything, trainer_args)
-from backend.stages.context import StageContext, StageStopped, attach_trainer
+from backend.stages.context import StageContext, attach_trainer, train_and_save
 
 ASPECTS = ("helpfulness", "harmlessness")
 EXAMPLES_SHOWN = 8
@@ -299,14 +299,7 @@ def run(ctx: StageContext) -> dict:
               + f", {len(held)} held out (accuracy before training {before['accuracy']:.1%}), "
               f"{cfg.steps} steps of {cfg.batch_size}")
     attach_trainer(ctx, trainer)
-    trainer.train(resume_from_checkpoint=ctx.resume_checkpoint)
-    if ctx.stop_requested:
-        raise StageStopped()
-
-    final_dir = ctx.output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    ctx.checkpoint_saved(cfg.steps, str(final_dir), kind="final")
+    final_dir = train_and_save(ctx, trainer, tokenizer)
     after = pair_accuracy(trainer.model, tokenizer, held, fmt)
     ctx.log_metrics(cfg.steps, {"heldout/accuracy": after["accuracy"],
                                 "heldout/margin": after["margin"]})

@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import DatasetArtifact, ModelArtifact, ProblemSource
-from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
-                                   seed_everything, trainer_args)
-from backend.stages.context import StageContext, StageStopped, attach_trainer
+from backend.stages.common import (ConfigError, check_data_path, check_model_path,
+                                   TimeBudgetConfig, seed_everything, trainer_args)
+from backend.stages.context import StageContext, StageStopped, attach_trainer, train_and_save
 from storage import records as r
 
 WAIT_POLL_SECONDS = 1.0
 
 
 @dataclass
-class SFTStageConfig(StageConfig):
+class SFTStageConfig(TimeBudgetConfig):
     model_path: str = field(default="", metadata={
         "help": "HF model folder or hub id; empty = the wired model (the previous stage's)."})
     dataset: str = field(default="", metadata={
@@ -336,14 +336,7 @@ def run(ctx: StageContext) -> dict:
     trainer = SFTTrainer(model=model, args=sft_args(cfg, ctx.output_dir, steps),
                          train_dataset=_train_dataset(rows, fmt), processing_class=tokenizer)
     attach_trainer(ctx, trainer)
-    trainer.train(resume_from_checkpoint=ctx.resume_checkpoint)
-    if ctx.stop_requested:
-        raise StageStopped()
-
-    final_dir = ctx.output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    ctx.checkpoint_saved(steps, str(final_dir), kind="final")
+    final_dir = train_and_save(ctx, trainer, tokenizer)
     if heldout:
         from backend.evaluation import evaluate
         from backend.tasks.problem import Problem
