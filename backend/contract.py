@@ -86,6 +86,8 @@ class ProblemSource(Artifact):
     min_digits: int = 1
     max_digits: int = 3
     heldout_size: int = 500
+    # share of problems whose prompt asks for reasoning in the second script (addition.py)
+    second_script_share: float = 0.0
     # file
     path: str = ""
     prompt_column: str = "question"
@@ -99,7 +101,8 @@ class ProblemSource(Artifact):
     def _task(self):
         from backend.tasks.addition import AdditionTask
         return AdditionTask(min_digits=self.min_digits, max_digits=self.max_digits,
-                            heldout_size=self.heldout_size)
+                            heldout_size=self.heldout_size,
+                            second_script_share=self.second_script_share)
 
     def _load(self, split: str, limit: Optional[int] = None):
         from backend.tasks.loaders import load_problems

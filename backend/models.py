@@ -16,6 +16,15 @@ from backend.rewards.extract import FORMAT_TAGS
 TAGS = list(FORMAT_TAGS)
 CHARS = list("0123456789+-*=,")
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+# The second script of the two-script addition task (backend.tasks.addition): Chinese
+# numerals for the digits 0-9, and the character that names Chinese as a prompt's target
+# language. Real Han characters, so the language-consistency reward's script rule applies.
+SECOND_SCRIPT = list("〇一二三四五六七八九中")
+# Reflection markers of the tiny corpus ("aha" traces): one token each, so that writing one
+# is a single decision of the model and a reflection costs few of the 40 completion tokens.
+MARKERS = ["check:", "wait,"]
+# New tokens are appended, never inserted: the ids of the older ones stay the same.
+VOCAB = [PAD, EOS, UNK] + CHARS + TAGS + SECOND_SCRIPT + MARKERS
 
 
 class ModelLoadError(ValueError):
@@ -26,10 +35,11 @@ def build_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK] + CHARS + TAGS)}
+    vocab = {tok: i for i, tok in enumerate(VOCAB)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    # A tag is one token; anything else is one character.
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"</?think>|</?answer>|."), behavior="isolated")
+    # A tag or a marker is one token; anything else is one character.
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"</?think>|</?answer>|check:|wait,|."),
+                                              behavior="isolated")
     core.decoder = decoders.Fuse()  # join tokens with no spaces
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,

@@ -34,6 +34,12 @@ class PretrainConfig(StageConfig):
     heldout_size: int = field(default=500, metadata={"help": "Held-out problems never trained on."})
     think_share: float = field(default=0.3, metadata={"help": "Corpus share with worked <think>."})
     answer_share: float = field(default=0.2, metadata={"help": "Corpus share with <answer> only."})
+    reflection_share: float = field(default=0.05, metadata={
+        "help": "Corpus share of worked traces with one reflection (check: or wait,), part of "
+                "think_share: the 'aha' GRPO can amplify."})
+    second_script_share: float = field(default=0.0, metadata={
+        "help": "Share of problems whose prompt (中a+b=) asks for reasoning in Chinese numerals "
+                "(the second script, for language mixing); 0 = digits only."})
     hidden_size: int = field(default=96, metadata={"help": "Model width."})
     num_layers: int = field(default=4, metadata={"help": "Transformer layers."})
     num_heads: int = field(default=3, metadata={"help": "Attention heads (head_dim 32 or 64)."})
@@ -52,6 +58,13 @@ class PretrainConfig(StageConfig):
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio between 0 and 1")
         if not 0 <= self.think_share + self.answer_share <= 1:
             raise ValueError("think_share + answer_share must be between 0 and 1")
+        if not 0 <= self.reflection_share <= self.think_share:
+            raise ValueError(f"reflection_share ({self.reflection_share}) is the part of "
+                             f"think_share ({self.think_share}) with a reflection: use a value "
+                             f"between 0 and think_share")
+        if not 0 <= self.second_script_share <= 1:
+            raise ValueError(f"second_script_share must be between 0 and 1, got "
+                             f"{self.second_script_share}")
         head_dim = self.hidden_size / self.num_heads
         if head_dim not in (32, 64):
             raise ValueError(
@@ -64,16 +77,22 @@ class PretrainConfig(StageConfig):
     def task(self):
         from backend.tasks.addition import AdditionTask
         return AdditionTask(min_digits=self.min_digits, max_digits=self.max_digits,
-                            heldout_size=self.heldout_size)
+                            heldout_size=self.heldout_size,
+                            second_script_share=self.second_script_share)
 
     def problems(self) -> ProblemSource:
         """The task the base model learned, with the held-out split it never saw."""
         return ProblemSource(kind="synthetic", min_digits=self.min_digits,
-                             max_digits=self.max_digits, heldout_size=self.heldout_size)
+                             max_digits=self.max_digits, heldout_size=self.heldout_size,
+                             second_script_share=self.second_script_share)
 
     def cache_key(self) -> str:
+        from backend.models import VOCAB
+
         relevant = {k: v for k, v in asdict(self).items()
                     if k not in ("use_cache", "save_steps", "eval_problems")}
+        # A cached model only fits the tokenizer it was trained with.
+        relevant["vocab"] = VOCAB
         return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -139,7 +158,8 @@ def _trainer(ctx: StageContext, cfg: PretrainConfig):
     model = build_tiny_model(spec, tokenizer, seed=cfg.seed)
     texts = cfg.task().pretraining_corpus(cfg.steps * cfg.batch_size, seed=cfg.seed,
                                           think_share=cfg.think_share,
-                                          answer_share=cfg.answer_share)
+                                          answer_share=cfg.answer_share,
+                                          reflection_share=cfg.reflection_share)
     ctx.event(f"pre-training a {sum(p.numel() for p in model.parameters()):,}-parameter model "
               f"on {len(texts):,} synthetic texts for {cfg.steps} steps")
     args = SFTConfig(

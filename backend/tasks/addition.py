@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,24 +19,70 @@ from backend.rewards.extract import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THIN
 from backend.tasks.problem import Problem
 
 
-def worked_solution(a: int, b: int) -> str:
-    """Column sums from the least significant digit: ``3+8+0=11,7+5+1=13``."""
-    steps, carry = [], 0
+# The second script (issue 8's language mixing): the same column sums spelled with Chinese
+# numerals, one numeral per digit (``11`` -> ``一一``), and the character naming Chinese as the
+# target language of a prompt's reasoning (``中12+34=``). A prompt without it targets ``en``,
+# whose numerals are the ASCII digits (backend.rewards.language, ``digit_language``).
+ZH_DIGITS = "〇一二三四五六七八九"
+ZH_TARGET = "中"
+SCRIPTS = ("en", "zh")
+# Reflection markers of the tiny corpus (the "aha" traces); one token each (backend.models).
+CHECK, WAIT = "check:", "wait,"
+
+
+def spell(text: str, script: str) -> str:
+    """``text`` with its ASCII digits written in ``script`` (``en``: unchanged; ``zh``: 〇-九)."""
+    return text.translate(str.maketrans("0123456789", ZH_DIGITS)) if script == "zh" else text
+
+
+def _columns(a: int, b: int) -> list[tuple[int, int, int, int]]:
+    """Each column from the least significant digit: (digit of a, digit of b, carry in, sum)."""
+    columns, carry = [], 0
     da, db = str(a)[::-1], str(b)[::-1]
     for i in range(max(len(da), len(db))):
         x = int(da[i]) if i < len(da) else 0
         y = int(db[i]) if i < len(db) else 0
         s = x + y + carry
-        steps.append(f"{x}+{y}+{carry}={s}")
+        columns.append((x, y, carry, s))
         carry = s // 10
+    return columns
+
+
+def worked_solution(a: int, b: int, scripts: str | list[str] = "en",
+                    reflection: tuple[int, str] | None = None) -> str:
+    """Column sums from the least significant digit: ``3+8+0=11,7+5+1=13``.
+
+    ``scripts``: one script for every column, or one per column (a trace that switches script
+    part-way, as a mixed chain of thought does). ``reflection``: ``(column, kind)`` adds an
+    "aha" at that column, ``kind`` ``"check"`` (the sum, then ``check:`` and the sum found
+    again: ``3+8+0=11,check:11``) or ``"wait"`` (a slipped sum, off by one, then ``wait,`` and
+    the right one: ``3+8+0=12,wait,11``). Only the sum is restated: re-adding the whole column
+    would overflow the 40 completion tokens GRPO gives a 3-column problem."""
+    columns = _columns(a, b)
+    per_column = [scripts] * len(columns) if isinstance(scripts, str) else list(scripts)
+    steps = []
+    for i, ((x, y, c, s), script) in enumerate(zip(columns, per_column)):
+        if reflection is not None and reflection[0] == i:
+            if reflection[1] == "check":
+                step = f"{x}+{y}+{c}={s},{CHECK}{s}"
+            else:
+                slip = s + 1 if s == 0 or (a + b + i) % 2 else s - 1
+                step = f"{x}+{y}+{c}={slip},{WAIT}{s}"
+        else:
+            step = f"{x}+{y}+{c}={s}"
+        steps.append(spell(step, script))
     return ",".join(steps)
 
 
-def full_completion(a: int, b: int) -> str:
-    return f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}"
+def full_completion(a: int, b: int, scripts: str | list[str] = "en",
+                    reflection: tuple[int, str] | None = None) -> str:
+    """The worked sums in ``<think>``, then the answer (always ASCII digits, which the
+    accuracy reward reads)."""
+    return (f"{THINK_OPEN}{worked_solution(a, b, scripts, reflection)}{THINK_CLOSE}"
+            f"{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}")
 
 
-def cold_start_completion(a: int, b: int) -> str:
+def cold_start_completion(a: int, b: int, script: str = "en") -> str:
     """A cold-start example: the worked column sums in ``<think>``, then a readable summary,
     then the answer: ``<think>8+3+0=11,7+5+1=13,5+8+1=14</think>=1431<answer>1431</answer>``.
 
@@ -44,7 +91,7 @@ def cold_start_completion(a: int, b: int) -> str:
     result (``=1431``). Restating the whole equation (``578+853=1431``) was tried: the 0.5M
     model could not copy the operands back reliably, the answer followed the garbled summary,
     and cold start took held-out accuracy from 37% to 7% (run of 2026-12-01)."""
-    return (f"{THINK_OPEN}{worked_solution(a, b)}{THINK_CLOSE}={a + b}"
+    return (f"{THINK_OPEN}{worked_solution(a, b, script)}{THINK_CLOSE}={a + b}"
             f"{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}")
 
 
@@ -54,6 +101,9 @@ class AdditionTask:
     max_digits: int = 3
     heldout_size: int = 500
     heldout_seed: int = 12345
+    # Share of problems whose prompt names Chinese (``中a+b=``) as the language of the
+    # reasoning; 0 = the one-script task (every prompt ``a+b=``, reasoning in digits).
+    second_script_share: float = 0.0
 
     def __post_init__(self):
         if not 1 <= self.min_digits <= self.max_digits <= 12:
@@ -61,6 +111,9 @@ class AdditionTask:
                 f"digits must satisfy 1 <= min_digits <= max_digits <= 12, got "
                 f"{self.min_digits}..{self.max_digits}"
             )
+        if not 0 <= self.second_script_share <= 1:
+            raise ValueError(f"second_script_share must be between 0 and 1, got "
+                             f"{self.second_script_share}")
 
     def _draw(self, rng: random.Random) -> tuple[int, int]:
         def operand() -> int:
@@ -68,9 +121,23 @@ class AdditionTask:
             return rng.randint(0 if n == 1 else 10 ** (n - 1), 10**n - 1)
         return operand(), operand()
 
-    @staticmethod
-    def problem(a: int, b: int) -> Problem:
-        return Problem(prompt=f"{a}+{b}=", answer=str(a + b), meta={"a": a, "b": b})
+    def language(self, a: int, b: int) -> str:
+        """The target language of ``a+b=``'s reasoning: ``zh`` for about
+        ``second_script_share`` of the pairs, fixed per pair (a hash, not a draw), so a pair
+        has one target in the corpus, in training and in the held-out split."""
+        if not self.second_script_share:
+            return "en"
+        return "zh" if zlib.crc32(f"{a}+{b}".encode()) / 2**32 < self.second_script_share else "en"
+
+    def problem(self, a: int, b: int) -> Problem:
+        """``a+b=`` (``中a+b=`` when its target is ``zh``). ``meta`` carries the target
+        ``language`` and ``digit_language="en"``: in this task the ASCII digits are the
+        ``en`` script's numerals, so the language-consistency reward counts a digit in a
+        ``zh`` chain of thought as an English word (backend.rewards.language)."""
+        language = self.language(a, b)
+        prefix = ZH_TARGET if language == "zh" else ""
+        return Problem(prompt=f"{prefix}{a}+{b}=", answer=str(a + b),
+                       meta={"a": a, "b": b, "language": language, "digit_language": "en"})
 
     @cached_property
     def _heldout_pairs(self) -> list[tuple[int, int]]:
@@ -115,26 +182,60 @@ class AdditionTask:
             pairs = self.train_pairs(n, seed + 11, distinct=True)
         except ValueError:  # e.g. 1-digit operands: only 100 problems exist
             pairs = self.train_pairs(n, seed + 11)
-        return [{"prompt": self.problem(a, b).prompt, "completion": cold_start_completion(a, b),
+        # Cold-start data is readable: each in its prompt's target script, never mixed.
+        return [{"prompt": self.problem(a, b).prompt,
+                 "completion": cold_start_completion(a, b, self.language(a, b)),
                  "answer": str(a + b)} for a, b in pairs]
 
     def pretraining_corpus(self, n: int, seed: int, think_share: float = 0.3,
-                           answer_share: float = 0.2) -> list[str]:
+                           answer_share: float = 0.2, reflection_share: float = 0.0) -> list[str]:
         """Texts for the *base* model: some with worked reasoning in tags, some with only the
         answer tag, the rest a bare number, so the base model knows the format but uses it
-        only sometimes (the share GRPO later raises)."""
+        only sometimes (the share GRPO later raises).
+
+        ``reflection_share`` of the texts (part of ``think_share``) are worked traces with one
+        reflection (:func:`worked_solution`: half ``check:``, half ``wait,``), the "aha" R1-Zero
+        amplifies, here present in the base from the start at a rate one can measure rising.
+
+        With ``second_script_share``, a ``zh`` prompt's worked trace is written in Chinese
+        numerals (70%), in digits (15%: like a base model, it does not always answer in the
+        language it was asked in) or switches to digits from a random column on (15%: a mixed
+        chain of thought), so the base already mixes a little and RL can make it mix more.
+        """
+        if not 0 <= reflection_share <= think_share:
+            raise ValueError(f"reflection_share ({reflection_share}) is part of think_share "
+                             f"({think_share}): 0 <= reflection_share <= think_share")
         rng = random.Random(seed + 1)
         texts = []
         for a, b in self.train_pairs(n, seed):
+            language = self.language(a, b)
+            prompt = self.problem(a, b).prompt
             u = rng.random()
             if u < think_share:
-                completion = full_completion(a, b)
+                columns = len(_columns(a, b))
+                reflection = ((rng.randrange(columns), rng.choice(("check", "wait")))
+                              if u < reflection_share else None)
+                completion = full_completion(a, b, self._trace_scripts(language, columns, rng),
+                                             reflection)
             elif u < think_share + answer_share:
                 completion = f"{ANSWER_OPEN}{a + b}{ANSWER_CLOSE}"
             else:
                 completion = str(a + b)
-            texts.append(f"{a}+{b}={completion}")
+            texts.append(f"{prompt}{completion}")
         return texts
+
+    @staticmethod
+    def _trace_scripts(language: str, columns: int, rng: random.Random) -> list[str]:
+        """The script of each column of a worked trace for a prompt targeting ``language``."""
+        if language == "en":
+            return ["en"] * columns
+        u = rng.random()
+        if u < 0.7:
+            return ["zh"] * columns
+        if u < 0.85 or columns == 1:
+            return ["en"] * columns
+        switch = rng.randrange(1, columns)
+        return ["zh"] * switch + ["en"] * (columns - switch)
 
 
 # ----------------------------------------------------------------------------- non-reasoning
