@@ -64,7 +64,9 @@ class GRPOStageConfig(StageConfig):
                 "harmlessness: need the matching input or *_model_path); comma-separated in --set."})
     reward_weights: list[float] = field(default_factory=lambda: [1.0, 0.5], metadata={
         "help": "One weight per reward function (live); comma-separated in --set."})
-    language: str = field(default="en", metadata={"help": "Target language for language_consistency."})
+    language: str = field(default="en", metadata={
+        "help": "Target language for language_consistency (a problem naming its own keeps "
+                "it: the two-script task's 中a+b= prompts target zh)."})
     summary_max_chars: int = field(default=300, metadata={
         "help": "readable_summary: longest summary (characters) between </think> and <answer>."})
     summary_min_share: float = field(default=0.9, metadata={
@@ -87,6 +89,13 @@ class GRPOStageConfig(StageConfig):
         "help": "Prompt column of general_prompts_file."})
     forbidden_share: float = field(default=0.5, metadata={
         "help": "Generated general prompts: share of the forbidden class (a*b=)."})
+    reflection_markers: list[str] = field(
+        default_factory=lambda: ["wait", "check:", "verify", "let me check"], metadata={
+            "help": "Markers of a reflection (the 'aha' moment), matched case-insensitively as "
+                    "words; reflection_rate (share of completions with one) and "
+                    "reflection_markers (per completion) are logged every step. The default "
+                    "covers the tiny corpus (check:, wait,) and real models (wait, verify, let "
+                    "me check); comma-separated in --set."})
     eval_every: int = field(default=25, metadata={"help": "Quick held-out eval every N steps (0 = off)."})
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems in the quick eval."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
@@ -147,6 +156,11 @@ class GRPOStageConfig(StageConfig):
         if self.problem_pool < 0:
             raise ConfigError("problem_pool must be 0 (fresh problems) or a positive count")
         check_template(self.prompt_template)
+        from backend.rewards.reflection import check_markers
+        try:
+            check_markers(self.reflection_markers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         # Live parameters start inside the bounds they are steered within.
         for param in GRPO_PARAMS:
             try:
@@ -264,6 +278,8 @@ def _recording_trainer_class():
         ``self.on_groups(step, RecordedBatch)``; training itself is untouched."""
 
         on_groups = None
+        reflection_markers: tuple = ()  # set by the stage (cfg.reflection_markers)
+        track_language_mixing = False  # problems with a second script (the two-script task)
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions,
@@ -275,6 +291,8 @@ def _recording_trainer_class():
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
+            if self.model.training:
+                self._log_reasoning_metrics()
             if self.on_groups is not None and self.model.training:
                 rows, prompts, completions, ids, rpf = self._wb_scored
                 total = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
@@ -295,6 +313,24 @@ def _recording_trainer_class():
                     max_completion_length=self.max_completion_length,
                 ))
             return output
+
+        def _log_reasoning_metrics(self) -> None:
+            """Reflections (and, on the two-script task, language mixing) in this step's
+            completions, logged with TRL's own metrics (``reflection_rate`` ...)."""
+            from backend.rewards.extract import split_think_answer
+            from backend.rewards.language import mixes_scripts
+            from backend.rewards.reflection import DEFAULT_MARKERS, reflection_stats
+
+            rows, _, completions, _, _ = self._wb_scored
+            metrics = self._metrics["train"]
+            stats = reflection_stats(completions, self.reflection_markers or DEFAULT_MARKERS)
+            for name, value in stats.items():
+                metrics[name].append(value)
+            if self.track_language_mixing:
+                texts = [_text(c) for c in completions]
+                metrics["language_mixing_rate"].append(sum(
+                    mixes_scripts(split_think_answer(t)[0] or "", x.get("digit_language"))
+                    for t, x in zip(texts, rows)) / max(len(texts), 1))
 
     return RecordingGRPOTrainer
 
@@ -366,11 +402,15 @@ def grpo_args(cfg: GRPOStageConfig, output_dir):
 
 def train_dataset(fmt, problems, language: str):
     """TRL's prompt dataset: ``prompt`` (text, or one user turn for chat models) and the
-    columns the rewards read (``answer``, ``language``)."""
+    columns the rewards read (``answer``, ``language``, ``digit_language``). A problem that
+    names its own target language (the two-script addition task) keeps it; the others get
+    ``language``."""
     from datasets import Dataset
 
     return Dataset.from_list([
-        {"prompt": fmt.for_trainer(p.prompt), "answer": p.answer, "language": language}
+        {"prompt": fmt.for_trainer(p.prompt), "answer": p.answer,
+         "language": p.meta.get("language") or language,
+         "digit_language": p.meta.get("digit_language") or ""}
         for p in problems])
 
 
@@ -415,6 +455,8 @@ def run(ctx: StageContext) -> dict:
         args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
     writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups else None
     trainer.on_groups = writer
+    trainer.reflection_markers = tuple(cfg.reflection_markers)
+    trainer.track_language_mixing = source.kind == "synthetic" and source.second_script_share > 0
     attach_trainer(ctx, trainer, grpo_setters(trainer))
 
     trainer.add_callback(steer_metrics_callback(ctx, trainer))
