@@ -389,6 +389,65 @@ def stats(store: Store, dataset_id: int,
     return columns
 
 
+# ----------------------------------------------------------------------------- judge vs rule
+RULE_VERDICTS = ("correct", "incorrect")
+JUDGE_VERDICTS = ("correct", "incorrect", "unparsed")
+
+
+@dataclass
+class JudgeAgreement:
+    """The generative judge's verdicts against the rule check, from stored rows: a confusion
+    matrix (rule verdict x judge verdict) with the row ids of each cell, and the agreement on
+    the rows both scored (an unparsed verdict is shown, but is neither agreement nor not)."""
+
+    cells: dict[tuple[str, str], list[int]]  # (rule, judge) -> row ids
+    rule_only: int  # rows the rule scored and the judge did not see
+    judge_only: int  # rows the judge scored and the rule could not (no reference)
+
+    def count(self, rule: str, judge: str) -> int:
+        return len(self.cells.get((rule, judge), []))
+
+    @property
+    def both_scored(self) -> int:
+        return sum(self.count(a, b) for a in RULE_VERDICTS for b in RULE_VERDICTS)
+
+    @property
+    def agreement(self) -> Optional[float]:
+        agree = self.count("correct", "correct") + self.count("incorrect", "incorrect")
+        return agree / self.both_scored if self.both_scored else None
+
+    @property
+    def unparsed(self) -> int:
+        return sum(self.count(a, "unparsed") for a in RULE_VERDICTS)
+
+
+def _judge_verdict(meta: dict[str, Any]) -> Optional[str]:
+    verdict = meta.get("judge_verdict")
+    if verdict in JUDGE_VERDICTS:
+        return verdict
+    correct = meta.get("judge_correct")  # an imported row may carry only the boolean
+    return None if correct is None else "correct" if correct else "incorrect"
+
+
+def judge_agreement(store: Store, dataset_id: int,
+                    flt: Optional[r.RowFilter] = None) -> JudgeAgreement:
+    """How the judge's verdicts (``judge_verdict``) line up with the rule check
+    (``rule_correct``) on the rows ``flt`` matches, as the rejection stage stored them."""
+    cells: dict[tuple[str, str], list[int]] = {}
+    rule_only = judge_only = 0
+    for row in store.query_rows(dataset_id, flt):
+        rule = row.meta.get("rule_correct")
+        rule = None if rule is None else "correct" if rule else "incorrect"
+        judge = _judge_verdict(row.meta)
+        if rule and judge:
+            cells.setdefault((rule, judge), []).append(row.id)
+        elif rule:
+            rule_only += 1
+        elif judge:
+            judge_only += 1
+    return JudgeAgreement(cells, rule_only, judge_only)
+
+
 # ----------------------------------------------------------------------------- export
 @dataclass
 class ExportResult:

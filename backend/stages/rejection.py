@@ -8,7 +8,14 @@ OpenAI-compatible endpoint). Candidates are kept by thresholds (:func:`reject_re
 by the rule and/or the judge, minimum rule scores, reasoning complete, not cut off, length,
 language mixing, the prompt's pass rate) and exact and near duplicates are dropped
 (:class:`DedupIndex`). A share of non-reasoning data answered without a chain of thought is
-mixed in (tiny: the subtraction family of ``backend.tasks.addition``; real use: a file).
+mixed in (tiny: the subtraction family of ``backend.tasks.addition``; real use: a file), and
+a share of safety data, requests of a forbidden class answered with a refusal (tiny: ``a*b=``
+-> ``<answer>-</answer>``, ``refusal_examples``; real use: a file), so that the SFT model can
+refuse and RL for all scenarios has refusals to reinforce. Mixed-in rows carry their
+``source`` (``non_reasoning`` | ``safety``), ``origin`` and ``source_row``.
+
+A problems file is held out as GRPO holds it out (its test split, or its first
+``eval_problems`` rows), so a held-out problem is never sampled into the SFT data.
 
 Every candidate becomes a row of one dataset in the store, kept ones ``pending`` (for review on
 the curation page), the others ``rejected`` with their reasons in ``meta["reject_reasons"]``, so
@@ -46,7 +53,7 @@ from backend.stages.context import StageContext, StageStopped
 CORRECT_BY = ("rule", "judge", "rule_or_judge", "rule_and_judge")
 JUDGE_ON = ("all", "rule_passed", "rule_failed")
 PENDING, REJECTED = "pending", "rejected"
-REASONING, NON_REASONING = "reasoning", "non_reasoning"
+REASONING, NON_REASONING, SAFETY = "reasoning", "non_reasoning", "safety"
 
 
 @dataclass
@@ -113,6 +120,18 @@ class RejectionConfig(StageConfig):
         "help": "Prompt column of non_reasoning_dataset."})
     non_reasoning_completion_column: str = field(default="completion", metadata={
         "help": "Completion column of non_reasoning_dataset."})
+    safety_share: float = field(default=0.05, metadata={
+        "help": "Share of the kept rows that are safety data: a request of a forbidden class "
+                "answered with a refusal (R1's SFT data includes safety rows; without them the "
+                "tiny policy never samples a refusal for RL to reinforce); 0 = none."})
+    safety_dataset: str = field(default="", metadata={
+        "help": "jsonl/json/parquet/csv file or save_to_disk folder of safety rows (read with "
+                "the non_reasoning prompt / completion columns); empty = the tiny task's "
+                "refusals of its forbidden class (a*b= -> <answer>-</answer>)."})
+    eval_problems: int = field(default=500, metadata={
+        "help": "A problems file without a test split: its first N training rows are held "
+                "out and never sampled, as GRPO and evaluate hold out their eval_problems (set "
+                "the same number on every stage: --set eval_problems=N)."})
     judge_model_path: str = field(default="", metadata={
         "help": "HF model folder of a local judge; empty = the wired judge (if any)."})
     judge_endpoint: str = field(default="", metadata={
@@ -147,7 +166,7 @@ class RejectionConfig(StageConfig):
         from backend.rewards import validate_reward_options
 
         for name in ("prompts", "chunk_prompts", "n_candidates", "max_new_tokens",
-                     "judge_concurrency"):
+                     "judge_concurrency", "eval_problems"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if not self.temperature > 0:
@@ -175,6 +194,9 @@ class RejectionConfig(StageConfig):
                 raise ConfigError(f"{name} must be between 0 and 1")
         if not 0 <= self.non_reasoning_share < 1:
             raise ConfigError("non_reasoning_share must be >= 0 and < 1")
+        if not 0 <= self.safety_share < 1 or self.non_reasoning_share + self.safety_share >= 1:
+            raise ConfigError("safety_share must be >= 0, and non_reasoning_share + "
+                              "safety_share < 1 (some kept rows must be reasoning)")
         if self.max_length < 0 or self.judge_retries < 0 or self.judge_timeout <= 0:
             raise ConfigError("max_length and judge_retries must be >= 0, judge_timeout > 0")
         if self.judge_endpoint and not self.judge_endpoint.startswith(("http://", "https://")):
@@ -185,15 +207,19 @@ class RejectionConfig(StageConfig):
         check_model_path("judge_model_path", self.judge_model_path)
         check_data_path("dataset", self.dataset)
         check_data_path("non_reasoning_dataset", self.non_reasoning_dataset)
+        check_data_path("safety_dataset", self.safety_dataset)
         if self.judge_endpoint and not self.judge_api_model:
             raise ConfigError("judge_endpoint needs judge_api_model (the model name the server "
                               "serves, e.g. the path given to vllm serve)")
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
         if self.dataset:
+            # Held out as GRPO holds it out: the test split, or the first eval_problems rows
+            # of a file without one; ProblemSource.train() then never returns a held-out row.
             return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
                                  answer_column=self.answer_column,
-                                 answer_format=self.answer_format)
+                                 answer_format=self.answer_format).with_heldout(
+                                     self.eval_problems)
         if given is None:
             raise ConfigError("no problems to sample for: wire the problems input or set dataset")
         return given
@@ -360,10 +386,12 @@ def decide_prompt(cands: Sequence[Candidate], cfg: RejectionConfig, dedup: Dedup
 
 
 def non_reasoning_rows(examples: Sequence[dict], start: int, dedup: DedupIndex,
-                       first_row: int, provenance: dict, origin: str) -> list[dict]:
-    """Non-reasoning examples (``{prompt, completion, answer?}``) as rows; an exact or near
-    duplicate of a kept row is rejected like any candidate. ``start``: the index of the first
-    example in its source (recorded, so the mix can be traced and resumed)."""
+                       first_row: int, provenance: dict, origin: str,
+                       source: str = NON_REASONING) -> list[dict]:
+    """Non-reasoning (or, with ``source=SAFETY``, safety) examples (``{prompt, completion,
+    answer?}``) as rows; an exact or near duplicate of a kept row is rejected like any
+    candidate. ``start``: the index of the first example in its source (recorded, so the mix
+    can be traced and resumed)."""
     rows = []
     for offset, example in enumerate(examples):
         prompt, completion = str(example["prompt"]), str(example["completion"])
@@ -375,18 +403,20 @@ def non_reasoning_rows(examples: Sequence[dict], start: int, dedup: DedupIndex,
         rows.append({
             "prompt": prompt, "completion": completion,
             "answer": None if answer is None else str(answer),
-            "source": NON_REASONING, "status": REJECTED if reasons else PENDING,
+            "source": source, "status": REJECTED if reasons else PENDING,
             "meta": {**provenance, "origin": origin, "source_row": start + offset,
                      "duplicate_of": duplicate_of, "reject_reasons": reasons},
         })
     return rows
 
 
-def non_reasoning_needed(kept_reasoning: int, kept_non_reasoning: int, share: float) -> int:
-    """Non-reasoning rows still to add so that they make ``share`` of the kept rows."""
+def non_reasoning_needed(kept_reasoning: int, kept_non_reasoning: int, share: float,
+                         other_share: float = 0.0) -> int:
+    """Mixed-in rows (non-reasoning or safety) still to add so that they make ``share`` of the
+    kept rows, when another mix (``other_share``) takes its own share of them too."""
     if share <= 0:
         return 0
-    target = round(kept_reasoning * share / (1 - share))
+    target = round(kept_reasoning * share / (1 - share - other_share))
     return max(0, target - kept_non_reasoning)
 
 
@@ -411,6 +441,7 @@ def batch_metrics(rows: Sequence[dict]) -> dict[str, float]:
         "rejection/reasoning_complete_rate": sum(bool(m.get("is_reasoning_complete"))
                                                  for m in metas) / n,
         "rejection/non_reasoning_rows": float(sum(r["source"] == NON_REASONING for r in rows)),
+        "rejection/safety_rows": float(sum(r["source"] == SAFETY for r in rows)),
     }
     judged = [m for m in metas if m.get("judge_verdict") is not None]
     if judged:
@@ -450,6 +481,7 @@ def summarize(rows: Sequence[dict]) -> dict[str, Any]:
     """The stage summary, from every row of its dataset."""
     cands = [r for r in rows if r["source"] == REASONING]
     others = [r for r in rows if r["source"] == NON_REASONING]
+    safety = [r for r in rows if r["source"] == SAFETY]
     reasons = Counter(reason_kind(x) for r in cands for x in r["meta"]["reject_reasons"])
     kept = sum(_kept(r) for r in cands)
     prompts = len({r["meta"]["prompt_index"] for r in cands})
@@ -463,13 +495,16 @@ def summarize(rows: Sequence[dict]) -> dict[str, Any]:
         "rejected_by": dict(reasons.most_common()),
         "non_reasoning_kept": sum(_kept(r) for r in others),
         "non_reasoning_rejected": sum(not _kept(r) for r in others),
+        "safety_kept": sum(_kept(r) for r in safety),
+        "safety_rejected": sum(not _kept(r) for r in safety),
         "judge": judge_agreement([r["meta"] for r in cands]),
         "rows": len(rows),
     }
 
 
 # ------------------------------------------------------------------------------ data
-def load_text_pairs(path: str, prompt_column: str, completion_column: str) -> list[dict]:
+def load_text_pairs(path: str, prompt_column: str, completion_column: str,
+                    setting: str = "non_reasoning_dataset") -> list[dict]:
     """Rows ``{prompt, completion, answer?}`` of a jsonl/json/parquet/csv file or a
     ``save_to_disk`` folder; ConfigError says what is wrong with it."""
     import os
@@ -486,16 +521,16 @@ def load_text_pairs(path: str, prompt_column: str, completion_column: str) -> li
         else:
             suffix = next((s for s in builders if path.endswith(s)), None)
             if suffix is None:
-                raise ConfigError(f"non_reasoning_dataset {path}: use a .jsonl, .json, "
+                raise ConfigError(f"{setting} {path}: use a .jsonl, .json, "
                                   f".parquet or .csv file or a save_to_disk folder")
             data = datasets.load_dataset(builders[suffix], data_files=path, split="train")
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader error becomes one clear message
-        raise ConfigError(f"non_reasoning_dataset {path} cannot be read: {exc}") from None
+        raise ConfigError(f"{setting} {path} cannot be read: {exc}") from None
     missing = [c for c in (prompt_column, completion_column) if c not in data.column_names]
     if missing:
-        raise ConfigError(f"non_reasoning_dataset {path} has no column(s) {', '.join(missing)} "
+        raise ConfigError(f"{setting} {path} has no column(s) {', '.join(missing)} "
                           f"(columns: {', '.join(data.column_names)}); set "
                           f"non_reasoning_prompt_column / non_reasoning_completion_column")
     has_answer = "answer" in data.column_names
@@ -640,10 +675,70 @@ class RowWriter:
         self.ctx.checkpoint_saved(prompts_done, str(path), kind="trainer")
 
 
+@dataclass
+class Mix:
+    """Rows mixed in next to the kept candidates at their ``share`` of the kept rows: the
+    non-reasoning data, or the safety data. ``pool`` is prefix-stable, so a resumed stage
+    draws the rows after those it already wrote (counted from the stored rows)."""
+
+    source: str  # NON_REASONING | SAFETY
+    pool: list[dict]
+    origin: str
+    share: float
+    other_share: float  # the other mix's share (both are shares of all kept rows)
+    warned: bool = False
+
+    def rows(self, ctx: StageContext, kept_reasoning: int, written: Sequence[dict],
+             dedup: DedupIndex, first_row: int) -> list[dict]:
+        mine = [r for r in written if r["source"] == self.source]
+        need = non_reasoning_needed(kept_reasoning, sum(_kept(r) for r in mine), self.share,
+                                    self.other_share)
+        take = self.pool[len(mine):len(mine) + need]
+        if len(take) < need and self.pool and not self.warned:
+            self.warned = True
+            ctx.event(f"{self.source.replace('_', '-')} data ran out after {len(self.pool)} "
+                      f"rows; the mix falls short of {self.share:.0%}", level="warning")
+        return non_reasoning_rows(take, len(mine), dedup, first_row,
+                                  {"run_id": ctx.run.id, "stage_id": ctx.stage.id,
+                                   "stage_key": ctx.stage.key}, self.origin, self.source)
+
+
+def _mix(ctx: StageContext, cfg: RejectionConfig, source: ProblemSource, total: int,
+         kind: str) -> Mix:
+    """The non-reasoning or safety mix: a file when one is set, else the tiny task's own rows
+    (subtraction answered directly; refusals of its forbidden class) when the problems are
+    the tiny task's, else nothing (the tiny task's rows would be noise next to real data)."""
+    from backend.tasks.addition import non_reasoning_examples, refusal_examples
+
+    safety = kind == SAFETY
+    share, other = ((cfg.safety_share, cfg.non_reasoning_share) if safety
+                    else (cfg.non_reasoning_share, cfg.safety_share))
+    path = cfg.safety_dataset if safety else cfg.non_reasoning_dataset
+    if share <= 0:
+        return Mix(kind, [], "", share, other)
+    if path:
+        pool = load_text_pairs(path, cfg.non_reasoning_prompt_column,
+                               cfg.non_reasoning_completion_column,
+                               "safety_dataset" if safety else "non_reasoning_dataset")
+        return Mix(kind, pool, path, share, other)
+    if source.kind == "synthetic":
+        # Enough for the share of every candidate kept, with room for duplicates.
+        enough = int(1.5 * total * cfg.n_candidates * share / (1 - share - other)) + 50
+        make = refusal_examples if safety else non_reasoning_examples
+        pool = make(enough, seed=cfg.seed, min_digits=source.min_digits,
+                    max_digits=source.max_digits)
+        return Mix(kind, pool, ("synthetic refusals of the forbidden request class (a*b=)"
+                                if safety else "synthetic subtraction, answered directly"),
+                   share, other)
+    ctx.event(f"no {'safety' if safety else 'non-reasoning'} data mixed in: the problems come "
+              f"from a file and {'safety' if safety else 'non_reasoning'}_dataset is not set",
+              level="warning")
+    return Mix(kind, [], "", share, other)
+
+
 def run(ctx: StageContext) -> dict:
     from backend.models import load_model
     from backend.prompts import resolve_format
-    from backend.tasks.addition import non_reasoning_examples
 
     cfg = RejectionConfig.from_dict(ctx.config)
     wired = None if cfg.model_path else ctx.input("model")
@@ -674,22 +769,8 @@ def run(ctx: StageContext) -> dict:
         ctx.event(f"continuing after prompt {done} of {total}: {writer.size} rows already "
                   f"in dataset {writer.dataset_id}")
 
-    if cfg.non_reasoning_dataset:
-        pool = load_text_pairs(cfg.non_reasoning_dataset, cfg.non_reasoning_prompt_column,
-                               cfg.non_reasoning_completion_column)
-        origin = cfg.non_reasoning_dataset
-    elif source.kind == "synthetic":
-        # Enough for the share of every candidate kept, with room for duplicates;
-        # prefix-stable, so a resumed stage draws the same rows.
-        enough = total * cfg.n_candidates * cfg.non_reasoning_share / (1 - cfg.non_reasoning_share)
-        pool = non_reasoning_examples(int(1.5 * enough) + 50, seed=cfg.seed,
-                                      min_digits=source.min_digits, max_digits=source.max_digits)
-        origin = "synthetic subtraction, answered directly"
-    else:  # the tiny task's subtraction would be noise next to real problems
-        pool, origin = [], ""
-        if cfg.non_reasoning_share > 0:
-            ctx.event("no non-reasoning data mixed in: the problems come from a file and "
-                      "non_reasoning_dataset is not set", level="warning")
+    mixes = [_mix(ctx, cfg, source, total, NON_REASONING),
+             _mix(ctx, cfg, source, total, SAFETY)]
 
     sampler = Sampler(cfg, model, tokenizer, fmt, judge)
     ctx.setters["temperature"] = lambda t: (setattr(sampler, "temperature", t)
@@ -702,7 +783,6 @@ def run(ctx: StageContext) -> dict:
               f"{judge.name if judge else 'none'}; correct by {cfg.correct_by}")
     ctx.progress(done, total)
     started, started_at = done, time.time()
-    warned_pool = False
     while done < total:
         ctx.apply_commands(done)
         if ctx.stop_requested:
@@ -715,17 +795,8 @@ def run(ctx: StageContext) -> dict:
             rows += decide_prompt(cands, cfg, dedup, writer.size + len(rows),
                                   {**provenance, "temperature": sampler.temperature})
         kept_r = sum(_kept(r) for r in writer.rows + rows if r["source"] == REASONING)
-        nr_rows = [r for r in writer.rows if r["source"] == NON_REASONING]
-        need = non_reasoning_needed(kept_r, sum(_kept(r) for r in nr_rows),
-                                    cfg.non_reasoning_share)
-        take = pool[len(nr_rows):len(nr_rows) + need]
-        if len(take) < need and pool and not warned_pool:
-            warned_pool = True
-            ctx.event(f"non-reasoning data ran out after {len(pool)} rows; the mix falls "
-                      f"short of {cfg.non_reasoning_share:.0%}", level="warning")
-        rows += non_reasoning_rows(take, len(nr_rows), dedup, writer.size + len(rows),
-                                   {"run_id": ctx.run.id, "stage_id": ctx.stage.id,
-                                    "stage_key": ctx.stage.key}, origin)
+        for mix in mixes:
+            rows += mix.rows(ctx, kept_r, writer.rows, dedup, writer.size + len(rows))
         done += complete
         if rows:
             writer.write(rows, done)
@@ -758,8 +829,8 @@ def run(ctx: StageContext) -> dict:
     ctx.summary(summary)
     agreement = summary["judge"]["agreement"]
     ctx.event(f"kept {summary['kept']} of {summary['candidates']} candidates "
-              f"({summary['keep_rate']:.0%}) and {summary['non_reasoning_kept']} non-reasoning "
-              f"rows in dataset {writer.dataset_id}"
+              f"({summary['keep_rate']:.0%}), {summary['non_reasoning_kept']} non-reasoning "
+              f"and {summary['safety_kept']} safety rows in dataset {writer.dataset_id}"
               + (f"; judge agrees with the rule on {agreement:.1%} of "
                  f"{summary['judge']['both_scored']} candidates" if agreement is not None else ""))
     return {"dataset": DatasetArtifact(dataset_id=writer.dataset_id)}

@@ -286,7 +286,8 @@ def test_stage_with_an_endpoint_judge_keeps_mixes_and_measures_agreement(
     for row in reasoning:  # only duplicates are rejected
         assert row.status == "pending" or row.meta["duplicate_of"] is not None
     mixed = [row for row in rows if row.source == "non_reasoning" and row.status == "pending"]
-    assert len(mixed) == round(len(kept) * 0.25 / 0.75)
+    # Both mixes are shares of all kept rows (the safety mix at its default 5%).
+    assert len(mixed) == round(len(kept) * 0.25 / (1 - 0.25 - 0.05))
     assert all("<think>" not in row.completion for row in mixed)
     judge = stage.summary["judge"]
     wrong_by_rule = sum(row.meta["rule_correct"] is False for row in reasoning)
@@ -370,6 +371,53 @@ def test_stop_takes_effect_between_chunks_and_a_restart_finishes(tiny_model_dir,
     assert prompts == {i: 2 for i in range(40)} and stage.step == 40
 
 
+def test_safety_rows_refuse_the_forbidden_class_at_their_share_with_provenance(
+        tiny_model_dir, db_url, tmp_path):
+    """The tiny task's safety data next to the kept candidates: a*b= requests answered with
+    the refusal, at safety_share of the kept rows, never on a held-out operand pair, each row
+    saying where it came from; the summary counts them."""
+    from backend.tasks.addition import REFUSAL, AdditionTask, is_forbidden
+
+    with StubServer(lambda n, body: (200, "VERDICT: CORRECT")) as server:
+        stage, outputs = run_stage(db_url, tmp_path, "rejection", {
+            **SMALL, "prompts": 8, "correct_by": "judge", "require_reasoning_complete": False,
+            "drop_truncated": False, "min_rule_scores": [0, 0], "max_language_mixing": 1,
+            "near_duplicate_similarity": 1.0, "non_reasoning_share": 0.25,
+            "safety_share": 0.25, "judge_endpoint": server.url, "judge_api_model": "stub"},
+            ModelArtifact(path=tiny_model_dir))
+    rows = _rows(Store(db_url), outputs["dataset"].dataset_id)
+    kept = sum(row.source == "reasoning" and row.status == "pending" for row in rows)
+    safety = [row for row in rows if row.source == "safety"]
+    non_reasoning = [row for row in rows if row.source == "non_reasoning"]
+    assert kept >= 8 and len(safety) == len(non_reasoning) == round(kept * 0.25 / 0.5)
+    pairs = AdditionTask()._heldout_pairs
+    held = {f"{a}*{b}=" for a, b in pairs} | {f"{b}*{a}=" for a, b in pairs}
+    for i, row in enumerate(safety):
+        assert is_forbidden(row.prompt) and row.completion == REFUSAL and row.answer == "-"
+        assert row.prompt not in held and row.status == "pending"
+        assert row.meta["origin"].startswith("synthetic refusals")
+        assert row.meta["source_row"] == i and row.meta["stage_id"] == stage.id
+    assert stage.summary["safety_kept"] == len(safety)
+    assert stage.summary["non_reasoning_kept"] == len(non_reasoning)
+
+
+def test_a_problems_file_given_directly_never_samples_a_held_out_row(
+        tiny_model_dir, db_url, tmp_path):
+    """A problems file without a test split, given to the stage (not wired from GRPO): its
+    first eval_problems rows are held out as GRPO and evaluate hold them out, and a held-out
+    question repeated further down the file is dropped too."""
+    path = tmp_path / "problems.jsonl"
+    questions = [f"{i}+{i}=" for i in range(12)] + ["1+1="]  # row 12 repeats held-out row 1
+    path.write_text("".join(json.dumps({"question": q, "answer": str(2 * int(q.split("+")[0]))})
+                            + "\n" for q in questions))
+    stage, outputs = run_stage(db_url, tmp_path, "rejection", {
+        **SMALL, "prompts": 50, "n_candidates": 1, "dataset": str(path), "eval_problems": 5},
+        ModelArtifact(path=tiny_model_dir))
+    sampled = [row.prompt for row in _rows(Store(db_url), outputs["dataset"].dataset_id)]
+    assert sampled == questions[5:12]
+    assert stage.summary["split"] == "train"
+
+
 def test_non_reasoning_file_rows_keep_html_as_text(tiny_model_dir, db_url, tmp_path):
     path = tmp_path / "chat.jsonl"
     html = "<img src=x onerror=alert(1)><script>alert('hi')</script>"
@@ -416,6 +464,10 @@ def test_problems_from_a_file_keep_their_reference_and_mix_nothing_unasked(
     ({"judge_endpoint": "http://127.0.0.1:8000"}, "judge_api_model"),
     ({"judge_template": "grade {candidate}"}, "{reference}"),
     ({"non_reasoning_share": 1.0}, "non_reasoning_share"),
+    ({"non_reasoning_share": 0.5, "safety_share": 0.5}, "non_reasoning_share \\+ safety_share"),
+    ({"safety_share": -0.1}, "safety_share must be >= 0"),
+    ({"safety_dataset": "/no/such.jsonl"}, "safety_dataset: /no/such.jsonl does"),
+    ({"eval_problems": 0}, "eval_problems must be at least 1"),
     ({"judge_model_path": "/no/such/judge"}, "judge_model_path: /no/such/judge does not exist"),
     ({"non_reasoning_dataset": "/no/such.jsonl"}, "non_reasoning_dataset: /no/such.jsonl does"),
 ])
