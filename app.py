@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/training.py", title="Live training", icon="📈"),
     st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
     st.Page("pages/curation.py", title="Curation", icon="🗂️"),
+    st.Page("pages/evaluation.py", title="Evaluation", icon="🎯"),
 ]
 
 st.navigation(PAGES).run()

@@ -8,6 +8,8 @@
     python -m backend set STAGE_ID key=value ... [--yes]
     python -m backend export-rollouts RUN_ID --out rollouts.jsonl
     python -m backend runs
+    python -m backend eval CHECKPOINT [--task NAME | --dataset PATH] [--k 8] [--temperature 0.6]
+        [--top-p 0.95] [--few-shot N|0,4] [--problems N] [--json]   # evaluate any model folder
 
 Curation (every action of the curation page, scriptable):
 
@@ -75,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     sp = verb("export-rollouts", "write every rollout of a run as jsonl")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--out", required=True)
+    sp = verb("eval", "evaluate a model folder the way the R1 paper reports it (a run with "
+                      "one evaluate stage, shown on the Evaluation page)")
+    sp.add_argument("checkpoint", help="HF model folder (a run's checkpoint or any model)")
+    source = sp.add_mutually_exclusive_group()
+    source.add_argument("--task", default=None,
+                        help="synthetic problems: addition (default) or addition:MIN-MAX")
+    source.add_argument("--dataset", default=None,
+                        help="jsonl / parquet / csv / HF folder (its test split is scored)")
+    sp.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
+    sp.add_argument("--temperature", type=float, default=0.6)
+    sp.add_argument("--top-p", type=float, default=0.95)
+    sp.add_argument("--few-shot", default="0",
+                    help="worked examples in the prompt; 0,4 scores both templates")
+    sp.add_argument("--problems", type=int, default=None, help="held-out problems to score")
+    sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other evaluate setting (prompt_column=problem, ...)")
+    sp.add_argument("--json", action="store_true", help="print the figures as JSON")
     _curation_verbs(verb)
     # Internal verbs used by the background processes.
     sp = verb("_pipeline", argparse.SUPPRESS)
@@ -130,6 +150,43 @@ def _wait(wb, run_id: int) -> int:
             print(f"stage {s['id']} ({s['kind']}) {s['status']}: {s['error']}", file=sys.stderr)
     print(f"run {run_id}: {status['status']}")
     return 0 if status["status"] == "completed" else 1
+
+
+def _eval(wb, args, parse_sets) -> int:
+    """The ``eval`` verb: create the run, wait for it (progress on stderr), print figures."""
+    run = wb.evaluate_checkpoint(
+        args.checkpoint, task=args.task, dataset=args.dataset, k=args.k,
+        temperature=args.temperature, top_p=args.top_p, few_shot=args.few_shot,
+        problems=args.problems, max_new_tokens=args.max_new_tokens,
+        sets=parse_sets(args.sets))
+    print(f"evaluation run {run.id} started", file=sys.stderr, flush=True)
+    last = None
+    while True:
+        stage = wb.run_status(run.id)["stages"][0]
+        line = f"{stage['status']} {stage['step']}/{stage['total_steps'] or '?'}"
+        if line != last:
+            print(f"eval {line}", file=sys.stderr, flush=True)
+            last = line
+        if stage["status"] in ("completed", "failed", "stopped", "interrupted"):
+            break
+        time.sleep(1.0)
+    report = wb.eval_report(run.id)
+    if stage["status"] != "completed":
+        print(f"error: evaluation {stage['status']}: {stage['error']}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        k = report["k"]
+        for template, m in report["templates"].items():
+            print(f"{template}: greedy pass@1 {m['greedy_pass@1']:.1%}, pass@1 "
+                  f"{m['pass@1']:.1%} (mean of {k}), cons@{k} {m['cons@k']:.1%}, pass@{k} "
+                  f"{m['pass@k']:.1%}, format {m['format']:.1%}, language "
+                  f"{m['language']:.1%}, reasoning {m['reasoning_chars']:.0f} chars")
+        print(f"{report['n_problems']} problems of {report['dataset']} ({report['split']}); "
+              f"run {run.id}, stage {report['stage_id']} (Evaluation page: ?stage="
+              f"{report['stage_id']})")
+    return 0
 
 
 # ------------------------------------------------------------------------------ curation verbs
@@ -341,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print(wb.set_params(args.stage_id, values))
             return 0
+        if args.verb == "eval":
+            return _eval(wb, args, parse_sets)
         if args.verb == "export-rollouts":
             n = wb.export_rollouts(args.run_id, args.out)
             print(f"wrote {n} rollouts to {args.out}")

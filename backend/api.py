@@ -64,7 +64,9 @@ class Workbench:
                    start: bool = True) -> r.Run:
         """Validate, store and (by default) start a run. ``stage_configs`` (from the UI form)
         replaces each stage's whole config; ``sets`` overrides single keys."""
-        specs = recipes.build_stages(recipe, preset, sets or {})
+        # With a form's configs the wiring is checked once they are in (below).
+        specs = recipes.build_stages(recipe, preset, sets or {},
+                                     wiring=stage_configs is None)
         if stage_configs is not None:
             from backend.stages import STAGE_CONFIGS
             for spec, values in zip(specs, stage_configs):
@@ -377,6 +379,114 @@ class Workbench:
 
     def latest_metrics(self, stage_id: int, names: list[str]) -> dict[str, float]:
         return self.store.latest_metrics(stage_id, names)
+
+    # -- evaluation (the evaluate stage stores every completion it scored) -------------------
+    def evaluate_checkpoint(self, checkpoint: str, *, task: Optional[str] = None,
+                            dataset: Optional[str] = None, k: int = 8,
+                            temperature: float = 0.6, top_p: float = 0.95,
+                            few_shot: Any = 0, problems: Optional[int] = None,
+                            max_new_tokens: Optional[int] = None, preset: str = "tiny",
+                            name: Optional[str] = None, sets: Optional[dict] = None) -> r.Run:
+        """Create and start a run of the ``evaluate`` recipe on a model folder: ``dataset``
+        (its test split, else held-out training rows) or a synthetic ``task`` (default
+        ``addition``). ``few_shot``: one count or several ("0,4"). A checkpoint or dataset
+        that cannot be read is refused (ConfigError) before anything is created."""
+        if task and dataset:
+            raise ConfigError("give either a task or a dataset, not both")
+        values: dict[str, Any] = {"model_path": checkpoint, "k": k, "temperature": temperature,
+                                  "top_p": top_p, "few_shot": str(few_shot)}
+        if dataset:
+            values.update(dataset=dataset, task="")
+        elif task:
+            values["task"] = task
+        if problems is not None:
+            values["eval_problems"] = problems
+        if max_new_tokens is not None:
+            values["max_new_tokens"] = max_new_tokens
+        values.update(sets or {})
+        specs = recipes.build_stages("evaluate", preset, values)
+        if dataset:  # a file that exists but is not a problem set: say so now, not in the worker
+            from backend.stages.evaluate import EvaluateConfig
+            cfg = EvaluateConfig.from_dict(specs[0].config)
+            try:
+                cfg.problem_source(None).heldout(1)
+            except (ValueError, OSError) as exc:
+                raise ConfigError(f"dataset {dataset}: {exc}") from exc
+        return self.create_run("evaluate", preset, values,
+                               name=name or f"eval {Path(checkpoint).name or checkpoint}")
+
+    def eval_summary(self, stage_id: int) -> dict[str, dict[str, dict[str, Any]]]:
+        """An evaluate stage's figures per model and prompt template: ``{model: {template:
+        metrics}}`` (``{"final": {"0-shot": {...}, "4-shot": {...}}, "base": ...}``); metrics:
+        greedy_pass@1, pass@1 (mean over k samples), cons@k, pass@k, format, language,
+        reasoning_chars, reasoning_tokens, think_rate, model_path, and the run's k,
+        n_problems, dataset, temperature, top_p. Shares are 0-1. Empty until it finished."""
+        summary = self.get_stage(stage_id).summary or {}
+        models = summary.get("models")
+        if not isinstance(models, dict):  # summaries written before templates existed
+            models = {label: {"0-shot": summary[label]} for label in ("base", "final")
+                      if isinstance(summary.get(label), dict)}
+        shared = {"k": summary.get("k"), "n_problems": summary.get("problems"),
+                  "dataset": summary.get("dataset"), "split": summary.get("split"),
+                  "temperature": summary.get("temperature"), "top_p": summary.get("top_p")}
+        return {model: {template: {**shared, **{key: value for key, value in metrics.items()
+                                                if key != "examples"}}
+                        for template, metrics in templates.items()}
+                for model, templates in models.items()}
+
+    def eval_problems(self, stage_id: int, model: str = "final", template: str = "0-shot",
+                      failed_only: bool = False) -> list[dict[str, Any]]:
+        """Per held-out problem of one model x template: its greedy answer, how many of the k
+        samples were right, the vote clusters with counts, and whether it ``failed`` (majority
+        wrong or no answer) -- see ``backend.evaluation.problem_outcomes``."""
+        from backend.evaluation import problem_outcomes
+
+        outcomes = problem_outcomes(self.store.eval_samples(stage_id, model, template))
+        return [p for p in outcomes if p["failed"]] if failed_only else outcomes
+
+    def eval_samples(self, stage_id: int, model: Optional[str] = None,
+                     failed_only: bool = False, template: Optional[str] = None,
+                     problem_index: Optional[int] = None) -> list[r.EvalSample]:
+        """The stored completions of an evaluate stage (greedy and the k samples, each with
+        its extracted answer, correctness and vote cluster), optionally one model's, one
+        template's, one problem's, or only those of failed problems."""
+        samples = self.store.eval_samples(stage_id, model, template, problem_index)
+        if not failed_only:
+            return samples
+        from backend.evaluation import problem_outcomes
+
+        failed = set()
+        groups: dict[tuple[str, str], list[r.EvalSample]] = {}
+        for sample in samples:
+            groups.setdefault((sample.model, sample.template), []).append(sample)
+        for (model_, template_), rows in groups.items():
+            failed |= {(model_, template_, p["problem_index"])
+                       for p in problem_outcomes(rows) if p["failed"]}
+        return [s for s in samples if (s.model, s.template, s.problem_index) in failed]
+
+    def eval_report(self, run_id: int) -> dict[str, Any]:
+        """What ``python -m backend eval --json`` prints: the evaluated model's figures for
+        the first template at the top level (pass@1, greedy_pass@1, cons@k, pass@k, k,
+        n_problems, format, dataset, language, reasoning length), every template under
+        ``templates``, and the run and stage ids (for the Evaluation page)."""
+        run = self.get_run(run_id)
+        stage = next(s for s in reversed(run.stages) if s.kind == "evaluate")
+        summary = self.eval_summary(stage.id)
+        final = summary.get("final") or {}
+        templates = list(final)
+        report: dict[str, Any] = {"run_id": run.id, "stage_id": stage.id,
+                                  "status": stage.status, "error": stage.error}
+        if templates:
+            first = final[templates[0]]
+            report.update({key: first.get(key) for key in (
+                "pass@1", "greedy_pass@1", "cons@k", "pass@k", "k", "n_problems", "format",
+                "dataset", "split", "language", "reasoning_chars", "reasoning_tokens",
+                "think_rate", "temperature", "top_p", "template", "model_path")})
+            report["templates"] = {name: {key: value for key, value in metrics.items()
+                                          if not key.startswith(("cons@", "pass@"))
+                                          or key in ("cons@k", "pass@k", "pass@1")}
+                                   for name, metrics in final.items()}
+        return report
 
     # -- GRPO groups -----------------------------------------------------------------------
     def group_steps(self, stage_id: int) -> list[int]:

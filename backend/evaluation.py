@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from backend.generation import generate
 from backend.rewards.accuracy import answers_match
-from backend.rewards.extract import THINK_CLOSE, THINK_OPEN, extract_answer
+from backend.rewards.extract import THINK_CLOSE, THINK_OPEN, extract_answer, split_think_answer
 from backend.rewards.format import format as format_reward
+from backend.rewards.language import language_consistency
 from backend.tasks.problem import Problem
 
 # A number, thousands commas included ("5,600"), so the lenient reading keeps the whole value.
@@ -98,7 +99,8 @@ def _cached_match(verdicts: dict[str, bool], answer: str, reference: str) -> boo
 
 
 def score_completions(problems: Sequence[Problem], completions: Sequence[Sequence[str]],
-                      *, k: int | None = None) -> dict:
+                      *, k: int | None = None, language: str = "en",
+                      count_tokens: Optional[Callable[[str], int]] = None) -> dict:
     """Accuracy figures for ``completions[i]`` (the samples) of ``problems[i]``.
 
     Summary keys (rates are in 0..1):
@@ -114,10 +116,16 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
       sample);
     * ``think_rate``, ``answer_tag_rate``, ``format_rate`` (exactly the R1 format, by the
       format reward), ``mean_chars``: per sample;
+    * ``language``: language consistency, the language reward's share of ``language`` words
+      in the chain of thought (1.0 for a thought with no words), averaged over samples;
+    * ``reasoning_chars`` (and ``reasoning_tokens`` when ``count_tokens`` is given): mean
+      length of the text inside ``<think>`` over the samples that have one (0 when none do);
     * ``problems``, ``samples_per_problem``;
     * ``per_problem``: one dict per problem, ``{prompt, answer, samples: [{completion,
-      extracted, correct}], n_correct, majority, majority_correct, votes}`` where ``votes``
-      lists each distinct answer (up to equivalence) with its ``count``, largest first.
+      extracted, correct, cluster, format_ok}], n_correct, majority, majority_correct,
+      votes}`` where ``votes`` lists each distinct answer (up to equivalence) with its
+      ``count``, largest first, and a sample's ``cluster`` is the index of its vote there
+      (0 = the majority; None = no answer, no vote).
     """
     n_problems = len(problems)
     if len(completions) != n_problems:
@@ -127,6 +135,8 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
         k = max((len(outs) for outs in completions), default=1) or 1
     pass1 = lenient_pass1 = cons = pass_k = 0.0
     think = tagged = formatted = total_chars = 0
+    language_sum = 0.0
+    reasoning_chars = reasoning_tokens = reasoned = 0
     per_problem = []
     for problem, outs in zip(problems, completions):
         outs = list(outs)
@@ -138,6 +148,17 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
                    for text, a, c in zip(outs, extracted, correct)]
         formats = format_reward([problem.prompt] * len(outs), outs) if outs else []
         votes = vote(extracted)
+        cluster_of = {i: c for c, v in enumerate(votes) for i in v["samples"]}
+        # None only for a language the reward does not score (refused at config time)
+        language_sum += sum(x for x in language_consistency(
+            [problem.prompt] * len(outs), outs, language) if x is not None)
+        for text in outs:
+            thought, _ = split_think_answer(text)
+            if thought is not None and THINK_OPEN in text:
+                reasoned += 1
+                reasoning_chars += len(thought)
+                if count_tokens is not None:
+                    reasoning_tokens += count_tokens(thought)
         majority = votes[0]["answer"] if votes else None
         majority_correct = bool(votes) and correct[votes[0]["samples"][0]]
         n_correct = sum(correct)
@@ -153,8 +174,10 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
         per_problem.append({
             "prompt": problem.prompt,
             "answer": problem.answer,
-            "samples": [{"completion": text, "extracted": a, "correct": c}
-                        for text, a, c in zip(outs, extracted, correct)],
+            "samples": [{"completion": text, "extracted": a, "correct": c,
+                         "cluster": cluster_of.get(i), "format_ok": f == 1.0}
+                        for i, (text, a, c, f) in enumerate(zip(outs, extracted, correct,
+                                                                formats))],
             "n_correct": n_correct,
             "majority": majority,
             "majority_correct": majority_correct,
@@ -172,6 +195,10 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
         "answer_tag_rate": tagged / per_sample,
         "format_rate": formatted / per_sample,
         "mean_chars": total_chars / per_sample,
+        "language": language_sum / per_sample,
+        "reasoning_chars": reasoning_chars / reasoned if reasoned else 0.0,
+        **({"reasoning_tokens": reasoning_tokens / reasoned if reasoned else 0.0}
+           if count_tokens is not None else {}),
         "problems": n_problems,
         "samples_per_problem": samples // per_problem_count,
         "per_problem": per_problem,
@@ -179,15 +206,61 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
 
 
 def evaluate(model, tokenizer, problems: Sequence[Problem], *, max_new_tokens: int,
-             temperature: float = 0.0, k: int = 1, seed: int = 0) -> dict:
-    """Generate ``k`` completions per problem (greedy when ``temperature == 0``) and score
-    them with :func:`score_completions` (pass@k for this ``k``). ``examples``: the first five
-    problems with their first completion, for a quick look."""
+             temperature: float = 0.0, k: int = 1, seed: int = 0, top_p: float = 1.0,
+             language: str = "en") -> dict:
+    """Generate ``k`` completions per problem (greedy when ``temperature == 0``; nucleus
+    sampling with ``top_p``) and score them with :func:`score_completions` (pass@k for this
+    ``k``, reasoning length in this tokenizer's tokens). ``examples``: the first five problems
+    with their first completion, for a quick look."""
     outs = generate(model, tokenizer, [p.prompt for p in problems], max_new_tokens=max_new_tokens,
-                    temperature=temperature, num_samples=k, seed=seed)
-    result = score_completions(problems, outs, k=k)
+                    temperature=temperature, num_samples=k, seed=seed, top_p=top_p)
+    result = score_completions(
+        problems, outs, k=k, language=language,
+        count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     result["examples"] = [
         {"prompt": p.prompt, "answer": p.answer, "completion": o[0]}
         for p, o in list(zip(problems, outs))[:5]
     ]
     return result
+
+
+def problem_outcomes(samples: Sequence) -> list[dict]:
+    """Per problem, from the stored samples of one model x template (``records.EvalSample``,
+    any order): ``{problem_index, prompt, reference, greedy_answer, greedy_correct,
+    n_correct, k, majority, majority_correct, failed, no_answer, votes}``, by problem index.
+
+    ``votes`` are the vote clusters the stage recorded (equivalent answers one vote), largest
+    first: ``{cluster, answer (its most common spelling), count, correct, samples}``. A
+    problem ``failed`` when its majority vote is wrong or no sample gave an answer: what
+    cons@k counts against it."""
+    by_problem: dict[int, list] = {}
+    for sample in samples:
+        by_problem.setdefault(sample.problem_index, []).append(sample)
+    out = []
+    for index in sorted(by_problem):
+        rows = by_problem[index]
+        greedy = next((s for s in rows if s.greedy), None)
+        sampled = sorted((s for s in rows if not s.greedy), key=lambda s: s.sample_index)
+        clusters: dict[int, list] = {}
+        for s in sampled:
+            if s.cluster is not None:
+                clusters.setdefault(s.cluster, []).append(s)
+        votes = []
+        for cluster in sorted(clusters):
+            members = clusters[cluster]
+            spellings = Counter(s.extracted for s in members)
+            votes.append({"cluster": cluster, "answer": spellings.most_common(1)[0][0],
+                          "count": len(members), "correct": any(s.correct for s in members),
+                          "samples": [s.sample_index for s in members]})
+        majority_correct = bool(votes) and votes[0]["correct"]
+        first = rows[0]
+        out.append({
+            "problem_index": index, "prompt": first.prompt, "reference": first.reference,
+            "greedy_answer": greedy.extracted if greedy else None,
+            "greedy_correct": bool(greedy and greedy.correct),
+            "n_correct": sum(s.correct for s in sampled), "k": len(sampled),
+            "majority": votes[0]["answer"] if votes else None,
+            "majority_correct": majority_correct, "failed": not majority_correct,
+            "no_answer": sum(s.cluster is None for s in sampled), "votes": votes,
+        })
+    return out

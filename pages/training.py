@@ -38,7 +38,7 @@ CHART_HEIGHT = 290
 # a short one.
 MAX_POINTS = 400
 # Chart redraw periods. Every redraw of a changed chart costs the browser ~0.1 s of CPU (an
-# unchanged one ~25 ms), nine charts per redraw, which on a 2-core machine comes out of the
+# unchanged one ~25 ms), ten charts per redraw, which on a 2-core machine comes out of the
 # training; the numbers above them refresh every 2 s regardless (bench/bench_watching.py).
 REFRESH = {"2 s": 2, "5 s": 5, f"{CHART_SECONDS} s": CHART_SECONDS, "30 s": 30, "never": None}
 DEFAULT_REFRESH = f"{CHART_SECONDS} s"
@@ -63,7 +63,8 @@ def chart_metrics(stage: Any) -> list[str]:
     return (["reward", "eval/accuracy", "eval/think_rate", "eval/accuracy_lenient",
              "completions/mean_length", "completions/clipped_ratio", "kl", "entropy",
              "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean",
-             "frac_reward_zero_std", "learning_rate", "steer/temperature", "steer/beta"]
+             "frac_reward_zero_std", "learning_rate", "steer/temperature", "steer/beta",
+             "reflection_rate", "language_mixing_rate"]
             + [f"rewards/{n}/mean" for n in names] + [f"steer/weight/{n}" for n in names])
 
 
@@ -184,6 +185,11 @@ def chart_specs(db_url: str, stage_id: int, metric_rows: int, commands_applied: 
               percent=True),
         chart("Groups with zero reward variance", table,
               [("frac_reward_zero_std", "share of groups")], markers, x_max, percent=True),
+        # The R1-Zero "aha": share of completions with a reflection marker (reflection_markers
+        # setting); on the two-script task also the share whose CoT mixes scripts.
+        chart("Reflections and language mixing", table,
+              [("reflection_rate", "with a reflection"),
+               ("language_mixing_rate", "mixed-script CoT")], markers, x_max, percent=True),
         chart("Learning rate", table, [("learning_rate", "learning rate")], markers, x_max,
               sci=True),
         chart("Steered values", table,

@@ -299,3 +299,32 @@ class EventRow(Base):
     level: Mapped[str] = mapped_column(String(16), default="info")
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class EvalSampleRow(Base):
+    """One completion an evaluate stage scored: per model (``base`` / ``final``), prompt
+    template (``0-shot``, ``4-shot``) and held-out problem, the greedy answer and each of the
+    k samples, with the answer extracted from it, whether it is correct and which vote it
+    joined (so a failed problem can be opened and its k samples read with how they voted)."""
+
+    __tablename__ = "eval_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(64))
+    problem_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)  # the question, without template or examples
+    reference: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    greedy: Mapped[bool] = mapped_column(Boolean)  # the greedy answer, else one of the k samples
+    sample_index: Mapped[int] = mapped_column(Integer)
+    completion: Mapped[str] = mapped_column(Text)
+    extracted: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    # Index of the vote (equivalent answers, largest first) it joined; None = no answer.
+    cluster: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    format_ok: Mapped[bool] = mapped_column(Boolean)
+
+    # The page reads one model x template at a time, problems in order.
+    __table_args__ = (Index("ix_eval_samples_stage", "stage_id", "model", "template",
+                            "problem_index"),)

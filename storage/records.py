@@ -266,3 +266,23 @@ class SnapshotRow:
     answer: Optional[str]
     source: Optional[str]
     meta: dict[str, Any]
+
+
+@dataclass
+class EvalSample:
+    """One completion an evaluate stage scored (``Store.eval_samples``)."""
+
+    id: int
+    stage_id: int
+    model: str  # "base" | "final"
+    template: str  # "0-shot", "4-shot"
+    problem_index: int
+    prompt: str
+    reference: Optional[str]
+    greedy: bool  # the greedy answer; else sample ``sample_index`` of the k
+    sample_index: int
+    completion: str
+    extracted: Optional[str]
+    correct: bool
+    cluster: Optional[int]  # index of its vote, 0 = the majority; None = no answer
+    format_ok: bool

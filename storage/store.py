@@ -1118,6 +1118,43 @@ class Store:
                     for row in s.scalars(select(x).where(x.snapshot_id == snapshot_id)
                                          .order_by(x.position)).all()]
 
+    # ------------------------------------------------------------------ evaluation samples
+    _EVAL_FIELDS = ("model", "template", "problem_index", "prompt", "reference", "greedy",
+                    "sample_index", "completion", "extracted", "correct", "cluster",
+                    "format_ok")
+
+    def add_eval_samples(self, stage_id: int, samples: list[dict[str, Any]]) -> None:
+        """Write scored completions (dicts with the fields of ``records.EvalSample`` but
+        ``id`` and ``stage_id``) in one transaction."""
+        rows = [{"stage_id": stage_id, **{f: sample.get(f) for f in self._EVAL_FIELDS}}
+                for sample in samples]
+        if rows:
+            with self.session() as s:
+                s.connection().execute(insert(m.EvalSampleRow.__table__), rows)
+
+    def clear_eval_samples(self, stage_id: int) -> None:
+        """Forget a stage's scored completions (a re-run scores everything again)."""
+        with self.session() as s:
+            s.execute(delete(m.EvalSampleRow).where(m.EvalSampleRow.stage_id == stage_id))
+
+    def eval_samples(self, stage_id: int, model: Optional[str] = None,
+                     template: Optional[str] = None,
+                     problem_index: Optional[int] = None) -> list[r.EvalSample]:
+        """A stage's scored completions, by model, template, problem, greedy first then the
+        samples in order."""
+        x = m.EvalSampleRow
+        query = select(x).where(x.stage_id == stage_id)
+        for column, value in ((x.model, model), (x.template, template),
+                              (x.problem_index, problem_index)):
+            if value is not None:
+                query = query.where(column == value)
+        query = query.order_by(x.model, x.template, x.problem_index, x.greedy.desc(),
+                               x.sample_index)
+        with self.session() as s:
+            return [r.EvalSample(id=row.id, stage_id=row.stage_id,
+                                 **{f: getattr(row, f) for f in self._EVAL_FIELDS})
+                    for row in s.scalars(query).all()]
+
     # ------------------------------------------------------------------ maintenance
     def purge_stage_records_after(self, stage_id: int, step: int) -> None:
         """Drop metrics/groups recorded after ``step``: a resume from a checkpoint at ``step``

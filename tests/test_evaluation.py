@@ -159,3 +159,111 @@ def test_no_completions_scores_zero_not_an_error():
     assert result["per_problem"][0]["majority"] is None
     with pytest.raises(ValueError, match="2 problems but 1"):
         score_completions([Problem("q", "1"), Problem("r", "2")], [[tagged("1")]])
+
+
+# ----------------------------------------------------------------------------- majority vote table
+
+
+@pytest.mark.parametrize(
+    "answers, expected",
+    [
+        # thousands separators: "5,600" and "5600" are one vote of 2 against "4200"'s 1
+        (["5,600", "4200", "5600"], [("5,600", 2, [0, 2]), ("4200", 1, [1])]),
+        # a fraction and its decimal are one vote; the first spelling seen names it on a tie
+        (["0.5", "1/2", "3"], [("0.5", 2, [0, 1]), ("3", 1, [2])]),
+        # the most common spelling names a cluster: "1/2" twice, "0.5" once
+        (["0.5", "1/2", "1/2"], [("1/2", 3, [0, 1, 2])]),
+        # None (no answer) never votes, nor does an empty or blank answer
+        ([None, "7", None, " ", ""], [("7", 1, [1])]),
+        ([None, None], []),
+        # a tie between different answers goes to the one seen first
+        (["9", "8", "8", "9"], [("9", 2, [0, 3]), ("8", 2, [1, 2])]),
+        # whitespace around an answer is the same answer
+        ([" 12", "12 ", "13"], [("12", 2, [0, 1]), ("13", 1, [2])]),
+    ],
+)
+def test_vote_clusters_against_hand_counted_cases(answers, expected):
+    assert [(v["answer"], v["count"], v["samples"]) for v in vote(answers)] == expected
+
+
+@pytest.mark.parametrize(
+    "n, k_values, correct_counts, expected",
+    [
+        # pass@1 = c/n, pass@n = 1 if any correct, pass@2 by 1 - C(n-c,2)/C(n,2)
+        (4, (1, 2, 4), 1, (1 / 4, 1 - comb(3, 2) / comb(4, 2), 1.0)),  # 0.25, 0.5, 1
+        (8, (1, 4, 8), 2, (2 / 8, 1 - comb(6, 4) / comb(8, 4), 1.0)),  # 0.25, 11/14, 1
+        (16, (1, 8, 16), 0, (0.0, 0.0, 0.0)),
+        (16, (1, 8, 16), 9, (9 / 16, 1.0, 1.0)),  # n - c = 7 < 8: every draw of 8 is a hit
+    ],
+)
+def test_pass_at_k_for_the_k_the_cli_offers(n, k_values, correct_counts, expected):
+    for k, value in zip(k_values, expected):
+        assert pass_at_k(n, correct_counts, k) == pytest.approx(value)
+
+
+# ----------------------------------------------------------------------------- paper metrics
+
+
+def test_samples_carry_their_vote_cluster_and_format():
+    completions = [[tagged("4200"), tagged("5,600"), "no answer", tagged("5600"),
+                    "<answer>5600</answer>"]]
+    result = score_completions([Problem("How many?", "5600")], completions)
+    samples = result["per_problem"][0]["samples"]
+    # the 5600 cluster (3 votes) is the majority: cluster 0; 4200 is cluster 1; no answer: None
+    assert [s["cluster"] for s in samples] == [1, 0, None, 0, 0]
+    assert [s["format_ok"] for s in samples] == [True, True, False, True, False]
+
+
+def test_language_consistency_and_reasoning_length():
+    completions = [[
+        "<think>add the ones then the tens</think><answer>5</answer>",  # all English words
+        "<think>先加个位 then tens</think><answer>5</answer>",  # 4 Han + 2 Latin: 2/6 English
+        "<think>2+3=5</think><answer>5</answer>",  # no words: consistent (1.0)
+        "5",  # no thought: the whole text is read, no words: 1.0; no reasoning length
+    ]]
+    result = score_completions([Problem("2+3=", "5")], completions,
+                               count_tokens=lambda text: len(text.split()))
+    assert result["language"] == pytest.approx((1 + 2 / 6 + 1 + 1) / 4)
+    thoughts = ["add the ones then the tens", "先加个位 then tens", "2+3=5"]
+    # mean over the three samples that think, none counted for the one that does not
+    assert result["reasoning_chars"] == pytest.approx(sum(map(len, thoughts)) / 3)
+    assert result["reasoning_tokens"] == pytest.approx((6 + 3 + 1) / 3)
+    zh = score_completions([Problem("2+3=", "5")], completions, language="zh")
+    assert zh["language"] == pytest.approx((0 + 4 / 6 + 1 + 1) / 4)
+
+
+def test_no_thought_anywhere_means_zero_reasoning_length():
+    result = score_completions([Problem("1+1=", "2")], [[tagged("2").split("</think>")[1]]])
+    assert result["reasoning_chars"] == 0.0
+    assert "reasoning_tokens" not in result  # only counted with a tokenizer
+
+
+def test_problem_outcomes_from_stored_samples():
+    from types import SimpleNamespace
+
+    from backend.evaluation import problem_outcomes
+
+    def row(problem, sample, extracted, correct, cluster, greedy=False):
+        return SimpleNamespace(problem_index=problem, prompt=f"q{problem}", reference="5",
+                               greedy=greedy, sample_index=sample, extracted=extracted,
+                               correct=correct, cluster=cluster)
+
+    samples = [
+        # problem 0: greedy right, 2 of 3 samples right, majority right
+        row(0, 0, "5", True, None, greedy=True),
+        row(0, 0, "5", True, 0), row(0, 1, "5.0", True, 0), row(0, 2, "6", False, 1),
+        # problem 1: greedy wrong, majority "7" (2 votes) wrong, the right answer 1 vote
+        row(1, 0, "7", False, None, greedy=True),
+        row(1, 2, "7", False, 0), row(1, 0, "7", False, 0), row(1, 1, "5", True, 1),
+        # problem 2: no sample answered: failed
+        row(2, 0, None, False, None), row(2, 1, None, False, None),
+    ]
+    outcomes = problem_outcomes(samples)
+    assert [(p["problem_index"], p["n_correct"], p["k"], p["majority"], p["failed"])
+            for p in outcomes] == [(0, 2, 3, "5", False), (1, 1, 3, "7", True),
+                                   (2, 0, 2, None, True)]
+    assert outcomes[1]["votes"] == [
+        {"cluster": 0, "answer": "7", "count": 2, "correct": False, "samples": [0, 2]},
+        {"cluster": 1, "answer": "5", "count": 1, "correct": True, "samples": [1]}]
+    assert (outcomes[0]["greedy_answer"], outcomes[0]["greedy_correct"]) == ("5", True)
+    assert outcomes[2]["no_answer"] == 2 and outcomes[2]["greedy_answer"] is None

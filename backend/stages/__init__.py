@@ -59,9 +59,11 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind(
         "evaluate", evaluate.EvaluateConfig, evaluate.run,
         inputs={
-            "model": Port(MODEL, "the model to evaluate"),
+            "model": Port(MODEL, "the model to evaluate", config_field="model_path"),
             "base_model": Port(MODEL, "the model it started from, scored alike", optional=True),
-            "problems": Port(PROBLEMS, "whose held-out split is scored", config_field="dataset"),
+            # Unwired: the dataset setting, else the synthetic task setting names the problems.
+            "problems": Port(PROBLEMS, "whose held-out split is scored", optional=True,
+                             config_field="dataset", needed_when=evaluate.problems_needed),
         },
         outputs={"results": EVAL_RESULTS},
     ),

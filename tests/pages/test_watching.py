@@ -84,7 +84,7 @@ def test_live_training_rebuilds_its_charts_only_when_the_data_changed(stage, sto
     at.query_params.update({"run": str(run_id), "stage": str(stage_id)})
     at.switch_page("pages/training.py").run()
     first = [c.proto.spec for c in at.get("plotly_chart")]
-    assert len(first) == 9 and len(reads) == 1
+    assert len(first) == 10 and len(reads) == 1
     at.run()  # a refresh with nothing new: the same figures, no query for them
     assert [c.proto.spec for c in at.get("plotly_chart")] == first and len(reads) == 1
     store.add_metrics(stage_id, 4, {"reward": 0.9})  # the next step arrives
@@ -111,5 +111,5 @@ def test_x_range_grows_in_steps_so_charts_without_new_data_stay_unchanged(
     at.switch_page("pages/training.py").run()
     ranges = [json.loads(c.proto.spec)["layout"]["xaxis"]["range"]
               for c in at.get("plotly_chart")]
-    assert len(ranges) == 9
+    assert len(ranges) == 10
     assert all(r == pytest.approx([-0.02 * right_end, right_end * 1.02 + 0.5]) for r in ranges)
