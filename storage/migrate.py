@@ -37,6 +37,11 @@ def upgrade_to_head(engine: Engine) -> None:
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.commit()
         with conn.begin():
+            if engine.dialect.name == "postgresql":
+                # Two clients opening a new database at once (the UI and a worker on another
+                # machine) would both create the tables: the second waits here for the first
+                # one's commit, then Alembic finds the database at head and does nothing.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7201)")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         if sqlite:

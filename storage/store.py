@@ -204,6 +204,67 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# ---------------------------------------------------------------------- database servers
+# Seconds a server database may take to answer a new connection before the store gives up with
+# a clear error (libpq itself would wait for the OS's TCP timeout: minutes). A URL's own
+# ?connect_timeout=N wins.
+CONNECT_TIMEOUT_S = 5
+# What to pip install for a driver a URL names (``postgresql+DRIVER://``).
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
+                    "pg8000": "pg8000", "asyncpg": "asyncpg", "pymysql": "pymysql",
+                    "mysqldb": "mysqlclient"}
+
+
+def _server_url(url):
+    """A plain ``postgresql://`` URL means psycopg 3, the driver requirements.txt installs
+    (SQLAlchemy's own default for it is psycopg2, which this project does not ship)."""
+    if url.drivername == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _server_engine_options(url) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        # A pooled connection can die between two uses (server restart, a NAT or firewall
+        # dropping an idle link between machines): test it on checkout instead of failing
+        # the next statement of a worker's tick or a page.
+        "pool_pre_ping": True,
+    }
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return options
+
+
+def _missing_driver(url, exc: ImportError) -> str:
+    driver = url.get_driver_name()
+    package = _DRIVER_PACKAGES.get(driver, getattr(exc, "name", None) or driver)
+    return (f"The database URL {url.render_as_string(hide_password=True)} needs the Python "
+            f"driver {driver!r}, which is not installed ({exc}). Install it into this "
+            f"environment: pip install \"{package}\"")
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    """A server that could not be reached, refused us, or dropped the connection (as opposed
+    to a statement that failed)."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    message = str(exc).lower()
+    return any(words in message for words in (
+        "connection failed", "could not connect", "connection refused", "timeout expired",
+        "server closed the connection", "connection to server", "could not translate host",
+        "name or service not known", "password authentication failed", "does not exist",
+        "no route to host", "network is unreachable", "terminating connection"))
+
+
+def _unreachable(shown_url: str, exc: Exception) -> str:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = detail[0] if detail else type(exc).__name__
+    waited = (f" (no answer within {CONNECT_TIMEOUT_S} s)" if "timeout" in reason.lower() else "")
+    return (f"Cannot use the database server at {shown_url}{waited}: {reason}. Check that the "
+            f"server is running and reachable from this machine, and the URL's host, port, "
+            f"database name, user and password (R1WB_DB_URL or --db). Nothing was written.")
+
+
 class StageVersion(NamedTuple):
     """A stage's change counters (``Store.stage_version``): equal versions, same data shown."""
 
@@ -239,7 +300,17 @@ class Store:
             if database in ("", ":memory:") or "mode=memory" in self.url:
                 # One shared connection, or every thread would see its own empty database.
                 kwargs["poolclass"] = StaticPool
-        self.engine: Engine = create_engine(self.url, **kwargs)
+        else:
+            parsed = _server_url(parsed)
+            kwargs.update(_server_engine_options(parsed))
+        # For messages and pages: a password in the URL is never shown.
+        self.display_url = (self.url if self.is_sqlite
+                            else parsed.render_as_string(hide_password=True))
+        try:
+            self.engine: Engine = create_engine(self.url if self.is_sqlite else parsed,
+                                                **kwargs)
+        except ImportError as exc:  # the URL's database driver is not installed
+            raise StoreError(_missing_driver(parsed, exc)) from exc
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -257,7 +328,9 @@ class Store:
 
     def _explain(self, exc: Exception) -> str:
         text_ = str(exc)
-        where = self.url
+        where = self.display_url  # the URL as given, less any password
+        if not self.is_sqlite and _is_connection_error(exc):
+            return _unreachable(self.display_url, exc)
         if "readonly" in text_ or "read-only" in text_:
             return (
                 f"The database {where} is read-only, so runs cannot be saved. Make the file (and "
@@ -276,7 +349,8 @@ class Store:
             session.commit()
         except OperationalError as exc:
             session.rollback()
-            if "readonly" in str(exc) or "unable to open" in str(exc):
+            if "readonly" in str(exc) or "unable to open" in str(exc) or (
+                    not self.is_sqlite and _is_connection_error(exc)):
                 raise StoreError(self._explain(exc)) from exc
             raise
         except BaseException:
@@ -287,6 +361,18 @@ class Store:
 
     def check_writable(self) -> None:
         """Raise StoreError now (not halfway through a run) if nothing can be written."""
+        if self.engine.dialect.name == "postgresql":
+            # No probe table there: two clients creating it at once collide in the catalog.
+            with self.session() as s:
+                read_only = s.execute(text("SHOW transaction_read_only")).scalar() == "on"
+                can_insert = s.execute(text("SELECT has_table_privilege('runs', 'INSERT')")
+                                       ).scalar()
+            if read_only or not can_insert:
+                raise StoreError(
+                    f"The database {self.display_url} is read-only for this user (a standby, "
+                    f"or no INSERT right on its tables), so runs cannot be saved. Point "
+                    f"R1WB_DB_URL / --db at the primary, or grant the user write access.")
+            return
         with self.session() as s:
             s.execute(text("CREATE TABLE IF NOT EXISTS _write_probe (x INTEGER)"))
             s.execute(text("DROP TABLE IF EXISTS _write_probe"))
