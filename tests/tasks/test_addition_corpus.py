@@ -133,3 +133,15 @@ def test_pretrain_config_checks_the_shares_and_keys_the_cache_by_them():
     problems = PretrainConfig(second_script_share=0.3).problems()
     assert problems.second_script_share == 0.3
     assert any(p.prompt.startswith(ZH_TARGET) for p in problems.heldout(50))
+
+
+def test_cold_start_examples_reason_in_their_prompts_script():
+    """Cold-start data is the readable kind: a zh prompt's worked sums are all numerals."""
+    rows = AdditionTask(second_script_share=0.5).cold_start_examples(200, seed=0)
+    zh = [r for r in rows if r["prompt"].startswith(ZH_TARGET)]
+    assert 60 < len(zh) < 140
+    for r in rows:
+        think = r["completion"][len("<think>"):r["completion"].index("</think>")]
+        numerals = any(c in think for c in ZH_DIGITS)
+        digits = any(c.isascii() and c.isdigit() for c in think)
+        assert (numerals and not digits) if r in zh else (digits and not numerals)
