@@ -12,11 +12,11 @@ checks the wiring against each stage kind's declared inputs and outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from backend.contract import WiringError, check_wiring
 from backend.stages import STAGE_CONFIGS, STAGE_KINDS
-from backend.stages.common import ConfigError
+from backend.stages.common import ConfigError, check_model_path
 from storage.records import StageSpec
 
 
@@ -32,11 +32,38 @@ class RecipeStage:
 
 
 @dataclass(frozen=True)
+class RecipeOption:
+    """A recipe-level setting (``--set NAME=VALUE``) standing for an output of the recipe's own
+    stages. Given, the stages in ``drops`` are left out, every stage wired to ``replaces``
+    reads the value from the setting of that input instead (its ``config_field``), and an
+    optional input wired to a dropped stage is left unwired."""
+
+    name: str
+    help: str
+    replaces: str  # "teacher.model"
+    drops: tuple[str, ...]  # stage keys not run when the option is given
+    # Checks the value (ConfigError naming the option), before the stages' own checks.
+    check: Callable[[str, str], None] = check_model_path
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     description: str
     stages: tuple[RecipeStage, ...]
+    options: tuple[RecipeOption, ...] = ()
 
+
+# Recipe "distill": 1-5 digit sums (accuracy follows the reasoning: the base model cannot
+# recall such sums), a student of about a quarter of the teacher's parameters (head_dim 32),
+# and the CPU seconds each student may train (time_budget_s, matched; eval_every=0 so that no
+# student spends its budget on evaluations the others do not run).
+_DISTILL_TOKENS = 80  # a 5-digit sum's worked columns and answer take about 70 tokens
+_DISTILL_TASK = (("min_digits", 1), ("max_digits", 5), ("max_new_tokens", _DISTILL_TOKENS))
+_STUDENT_SIZE = (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("num_kv_heads", 1),
+                 ("intermediate_size", 256))
+_STUDENT_BUDGET = (("time_budget_s", 240.0),)
+_DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS),)
 
 RECIPES: dict[str, Recipe] = {
     "pretrain-base": Recipe(
@@ -107,6 +134,59 @@ RECIPES: dict[str, Recipe] = {
         "consistency, reasoning length; zero-shot and few-shot side by side (few_shot=0,4).",
         (RecipeStage("eval", "evaluate", "evaluation", settings=(("task", "addition"),)),),
     ),
+    "distill": Recipe(
+        "distill",
+        "Distillation vs RL at matched compute (the R1 paper's last finding): a teacher (R1-Zero "
+        "GRPO on the base model, or teacher_path) and a smaller student pre-trained on the same "
+        "corpus; the student is trained three ways for the same CPU seconds (time_budget_s): "
+        "SFT on the teacher's rejection-sampled traces, on-policy logit distillation, and GRPO "
+        "alone; the teacher and every student are evaluated alike. 1-5 digit sums, where "
+        "reasoning decides accuracy.",
+        (RecipeStage("teacher_base", "pretrain", "teacher base model (cached)",
+                     settings=_DISTILL_TASK),
+         RecipeStage("student_base", "pretrain", "student base model, smaller (cached)",
+                     settings=_DISTILL_TASK + _STUDENT_SIZE),
+         RecipeStage("teacher", "grpo", "teacher: R1-Zero GRPO",
+                     (("model", "teacher_base.model"), ("problems", "teacher_base.problems")),
+                     settings=(("max_completion_length", _DISTILL_TOKENS),)),
+         RecipeStage("traces", "rejection", "teacher traces (rejection sampling)",
+                     (("model", "teacher.model"), ("problems", "student_base.problems")),
+                     # Distillation data is the teacher's reasoning only, judged by the rule.
+                     settings=(("non_reasoning_share", 0.0), ("correct_by", "rule"),
+                               ("prompts", 600), ("n_candidates", 2),
+                               ("max_new_tokens", _DISTILL_TOKENS + 16))),
+         RecipeStage("sft_student", "sft", "student: SFT on the teacher's traces",
+                     (("model", "student_base.model"), ("dataset", "traces.dataset"),
+                      ("problems", "student_base.problems")),
+                     # Headless by default; auto_accept=false waits for review on Curation.
+                     settings=(("auto_accept", True), ("steps", 5000), ("batch_size", 16),
+                               ("max_new_tokens", _DISTILL_TOKENS)) + _STUDENT_BUDGET),
+         RecipeStage("logit_student", "distill", "student: on-policy logit distillation",
+                     (("model", "student_base.model"), ("teacher", "teacher.model"),
+                      ("problems", "student_base.problems")),
+                     settings=(("steps", 5000), ("max_completion_length", _DISTILL_TOKENS),
+                               ("eval_every", 0)) + _STUDENT_BUDGET),
+         RecipeStage("rl_student", "grpo", "student: GRPO alone",
+                     (("model", "student_base.model"), ("problems", "student_base.problems")),
+                     settings=(("steps", 5000), ("max_completion_length", _DISTILL_TOKENS),
+                               ("eval_every", 0)) + _STUDENT_BUDGET),
+         RecipeStage("eval_teacher", "evaluate", "evaluation: teacher",
+                     (("model", "teacher.model"), ("base_model", "teacher_base.model"),
+                      ("problems", "student_base.problems")), settings=_DISTILL_EVAL),
+         RecipeStage("eval_sft", "evaluate", "evaluation: SFT-distilled student (and its base)",
+                     (("model", "sft_student.model"), ("base_model", "student_base.model"),
+                      ("problems", "student_base.problems")), settings=_DISTILL_EVAL),
+         RecipeStage("eval_logit", "evaluate", "evaluation: logit-distilled student",
+                     (("model", "logit_student.model"), ("problems", "student_base.problems")),
+                     settings=_DISTILL_EVAL),
+         RecipeStage("eval_rl", "evaluate", "evaluation: GRPO-only student",
+                     (("model", "rl_student.model"), ("problems", "student_base.problems")),
+                     settings=_DISTILL_EVAL)),
+        options=(RecipeOption(
+            "teacher_path", "the teacher's model folder (e.g. the final checkpoint of an r1 or "
+            "r1-zero run; the student's tokenizer); empty = train one in the recipe",
+            replaces="teacher.model", drops=("teacher_base", "teacher")),),
+    ),
 }
 
 # Presets resize a recipe. "tiny" is the embedded default (minutes on a laptop CPU); "smoke"
@@ -130,6 +210,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "rejection": {"prompts": 8, "chunk_prompts": 4, "n_candidates": 2,
                       "max_new_tokens": 24},
         "reward_model": {"steps": 4, "batch_size": 8, "pairs": 32},
+        "distill": {"steps": 4, "batch_size": 8, "max_completion_length": 24, "eval_every": 2,
+                    "eval_problems": 10, "save_steps": 2},
     },
 }
 
@@ -167,7 +249,42 @@ def build_stages(recipe: str, preset: str, sets: dict[str, Any], *,
         values.update(PRESETS[preset].get(stage.key, {}))
         specs.append(StageSpec(kind=stage.kind, name=stage.name, config=values, key=stage.key,
                                inputs=dict(stage.inputs)))
+    specs, sets = apply_options(RECIPES[recipe], specs, sets)
     return apply_sets(specs, sets, f"recipe {recipe!r}", wiring=wiring)
+
+
+def apply_options(recipe: Recipe, specs: list[StageSpec],
+                  sets: dict[str, Any]) -> tuple[list[StageSpec], dict[str, Any]]:
+    """Apply the recipe options (:class:`RecipeOption`) given in ``sets``; returns the specs
+    and the settings left for the stages."""
+    given = {o.name: (o, sets[o.name]) for o in recipe.options if sets.get(o.name)}
+    if not given:
+        return specs, sets
+    for option, value in given.values():
+        option.check(option.name, value)
+    dropped = {key for option, _ in given.values() for key in option.drops}
+    out = []
+    for spec in specs:
+        if spec.key in dropped:
+            continue
+        config, inputs = dict(spec.config), dict(spec.inputs)
+        for name, ref in spec.inputs.items():
+            port = STAGE_KINDS[spec.kind].inputs[name]
+            option = next((o for o, _ in given.values() if o.replaces == ref), None)
+            if option is not None:
+                if not port.config_field:
+                    raise ConfigError(f"{option.name}: stage {spec.key!r} cannot read its "
+                                      f"{name!r} input from a setting")
+                config[port.config_field] = given[option.name][1]
+                del inputs[name]
+            elif ref.partition(".")[0] in dropped:
+                if not port.optional:
+                    raise ConfigError(f"stage {spec.key!r} needs {ref!r}, which does not run "
+                                      f"when {', '.join(given)} is given")
+                del inputs[name]
+        out.append(StageSpec(kind=spec.kind, name=spec.name, config=config, key=spec.key,
+                             inputs=inputs))
+    return out, {k: v for k, v in sets.items() if k not in given}
 
 
 def apply_sets(specs: list[StageSpec], sets: dict[str, Any], what: str, *,

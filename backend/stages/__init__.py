@@ -15,7 +15,7 @@ from typing import Callable
 from backend import steering
 from backend.contract import DATASET, EVAL_RESULTS, MODEL, PROBLEMS, REWARD_MODEL, Port
 from backend.stages import evaluate, grpo, judge, pretrain, rejection
-from backend.stages import reward_model, sft
+from backend.stages import distill, reward_model, sft
 from backend.stages.common import StageConfig
 
 
@@ -27,6 +27,8 @@ class StageKind:
     inputs: dict[str, Port]
     outputs: dict[str, str]  # output name -> artifact type
     live: tuple[steering.LiveParam, ...] = ()
+    # Saves checkpoints it can resume from, so it answers a checkpoint-now request.
+    checkpoints: bool = True
 
     def live_param(self, name: str) -> steering.LiveParam:
         return {p.name: p for p in self.live}[name]
@@ -66,6 +68,7 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
                              config_field="dataset", needed_when=evaluate.problems_needed),
         },
         outputs={"results": EVAL_RESULTS},
+        checkpoints=False,
     ),
     StageKind(
         "judge", judge.JudgeStageConfig, judge.run,
@@ -104,6 +107,18 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in (
         },
         outputs={"model": MODEL, "dataset": DATASET},
         live=steering.TRAINER_PARAMS,
+    ),
+    StageKind(
+        "distill", distill.DistillConfig, distill.run,
+        inputs={
+            "model": Port(MODEL, "the student (trained)", config_field="model_path"),
+            "teacher": Port(MODEL, "the teacher whose next-token distributions are the target "
+                            "(same vocabulary as the student)", config_field="teacher_path"),
+            "problems": Port(PROBLEMS, "the prompts the student samples on (and a held-out "
+                             "split)", optional=True, config_field="dataset"),
+        },
+        outputs={"model": MODEL},
+        live=(steering.TEMPERATURE, steering.LEARNING_RATE),
     ),
     StageKind(
         "reward_model", reward_model.RewardModelConfig, reward_model.run,

@@ -49,6 +49,24 @@ class StageConfig:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
+@dataclass
+class TimeBudgetConfig(StageConfig):
+    """Base of the Trainer stages that can be held to a compute budget (sft, grpo, distill),
+    so that students trained different ways can be compared at matched compute. CPU time,
+    not wall time: on a shared machine the wall clock measures the neighbours too.
+    ``attach_trainer`` enforces it (backend/stages/context.py)."""
+
+    time_budget_s: float = field(default=0.0, metadata={
+        "help": "CPU seconds this stage's process may use (all its threads, loading included) "
+                "before training stops at the next step boundary and the model is saved as "
+                "final; 0 = no budget. Recorded in the summary as cpu_s."})
+
+    def __post_init__(self) -> None:
+        if not self.time_budget_s >= 0:
+            raise ConfigError(f"time_budget_s must be 0 (off) or a positive number of CPU "
+                              f"seconds, got {self.time_budget_s}")
+
+
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Values from ``--set`` or a form arrive as strings; turn them into the field's type."""
     origin = typing.get_origin(hint)

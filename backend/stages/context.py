@@ -55,6 +55,11 @@ class StageContext:
         # Stage modules register how each declared live parameter is applied: {name: fn}.
         self.setters: dict[str, Setter] = {}
         self.params: dict[str, Any] = dict(stage.params)  # effective values
+        # time_budget_s (TimeBudgetConfig) counts this process's CPU seconds; a stage resumed
+        # from a checkpoint goes on spending its budget from the last cpu_s it recorded.
+        self.cpu_before = (store.latest_metrics(stage.id, ["cpu_s"]).get("cpu_s", 0.0)
+                           if self.resume_checkpoint else 0.0)
+        self.budget_summary: dict[str, Any] = {}  # merged into every summary() written
         # The training thread never waits on the database: metrics are buffered and the step
         # noted in memory; one background thread writes them, beats the heartbeat and fetches
         # waiting commands in one transaction every TICK_SECONDS (bench/bench_recording.py).
@@ -139,7 +144,11 @@ class StageContext:
         self.store.add_checkpoint(self.stage.id, step, path, kind)
 
     def summary(self, values: dict[str, Any]) -> None:
-        self.store.update_stage(self.stage.id, summary=values)
+        self.store.update_stage(self.stage.id, summary={**values, **self.budget_summary})
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds this stage has used: this process (every thread) and earlier attempts."""
+        return self.cpu_before + time.process_time()
 
     # -- steering --------------------------------------------------------------------------
     def apply_commands(self, step: int) -> None:
@@ -237,6 +246,19 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
         return f"learning_rate = {lr:g}"
 
     ctx.setters.update({"learning_rate": set_learning_rate, **(setters or {})})
+    budget = float(ctx.config.get("time_budget_s") or 0)
+
+    def check_budget(state, control) -> None:
+        """Matched compute between stages: past time_budget_s CPU seconds training ends at
+        this step boundary, like a finished run (the stage then saves its final model)."""
+        used = ctx.cpu_seconds()
+        ctx.log_metrics(state.global_step, {"cpu_s": used})
+        if budget and used >= budget and not ctx.stop_requested:
+            control.should_training_stop = True
+            if not ctx.budget_summary.get("stopped_by_time_budget"):
+                ctx.event(f"time budget spent: {used:.0f} of {budget:g} CPU s at step "
+                          f"{state.global_step} of {state.max_steps}; training ends here")
+            ctx.budget_summary["stopped_by_time_budget"] = True
 
     class WorkbenchCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -256,6 +278,14 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
                 # position) at this step, then leaves its loop.
                 control.should_save = True
                 control.should_training_stop = True
+            check_budget(state, control)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            ctx.budget_summary.update({"cpu_s": round(ctx.cpu_seconds(), 1),
+                                       "trained_steps": state.global_step})
+            if budget:
+                ctx.budget_summary["time_budget_s"] = budget
+                ctx.budget_summary.setdefault("stopped_by_time_budget", False)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import ModelArtifact, ProblemSource
-from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
-                                   check_positive, seed_everything, trainer_args)
+from backend.stages.common import (ConfigError, check_data_path, check_model_path,
+                                   TimeBudgetConfig, check_positive, seed_everything,
+                                   trainer_args)
 from backend.stages.context import StageContext, StageStopped, attach_trainer
 
 
 @dataclass
-class GRPOStageConfig(StageConfig):
+class GRPOStageConfig(TimeBudgetConfig):
     model_path: str = field(default="", metadata={
         "help": "HF model folder or hub id; empty = the previous stage's model."})
     dataset: str = field(default="", metadata={

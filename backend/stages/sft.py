@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import DatasetArtifact, ModelArtifact, ProblemSource
-from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
-                                   seed_everything, trainer_args)
+from backend.stages.common import (ConfigError, check_data_path, check_model_path,
+                                   TimeBudgetConfig, seed_everything, trainer_args)
 from backend.stages.context import StageContext, StageStopped, attach_trainer, train_and_save
 from storage import records as r
 
@@ -39,7 +39,7 @@ WAIT_POLL_SECONDS = 1.0
 
 
 @dataclass
-class SFTStageConfig(StageConfig):
+class SFTStageConfig(TimeBudgetConfig):
     model_path: str = field(default="", metadata={
         "help": "HF model folder or hub id; empty = the wired model (the previous stage's)."})
     dataset: str = field(default="", metadata={
