@@ -30,6 +30,30 @@ class WorkbenchError(RuntimeError):
     """A request that cannot be carried out; the message says why."""
 
 
+@dataclass(frozen=True)
+class CheckpointRequest:
+    """A checkpoint-now request and how far it got (``Workbench.checkpoint_request``)."""
+
+    requested_at: Any  # datetime, naive UTC like every store timestamp
+    applied_step: Optional[int]  # None while waiting for the next step boundary (or dropped)
+    result: Optional[str]  # what the worker answered ("dropped: stage restarted" ...)
+    error: Optional[str]
+    saved_step: Optional[int]
+    saved_path: Optional[str]
+
+    def describe(self) -> str:
+        """``requested -> applied at step 12 -> saved at step 12: /path``, as far as it got."""
+        if self.error:
+            return f"checkpoint request failed at step {self.applied_step}: {self.error}"
+        if self.applied_step is None:
+            return (f"checkpoint request {self.result}" if self.result
+                    else "checkpoint requested -> waiting for the next step boundary")
+        text = f"checkpoint requested -> applied at step {self.applied_step} -> "
+        if self.saved_path is None:
+            return text + "saving (a paused stage saves when it resumes)"
+        return text + f"saved at step {self.saved_step}: {self.saved_path}"
+
+
 class Workbench:
     """Facade over one store. Pages make one per session; the CLI one per call."""
 
@@ -348,8 +372,36 @@ class Workbench:
         if stage.status not in r.ACTIVE_STATES:
             raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a running or "
                                  f"paused stage can save a checkpoint")
+        if not self.saves_checkpoints(stage.kind):
+            raise WorkbenchError(f"stage {stage_id} is a {stage.kind} stage, which saves no "
+                                 f"checkpoints")
         self.store.add_command(stage_id, "checkpoint")
         return "checkpoint requested: saved at the next step boundary"
+
+    @staticmethod
+    def saves_checkpoints(kind: str) -> bool:
+        """Whether a stage of this kind saves checkpoints it can resume from (and so answers
+        a checkpoint-now request)."""
+        from backend.stages import STAGE_KINDS
+        return STAGE_KINDS[kind].checkpoints
+
+    def checkpoint_request(self, stage_id: int) -> Optional[CheckpointRequest]:
+        """The newest checkpoint-now request of a stage and how far it got (requested ->
+        applied at step N -> saved), or None when there was none."""
+        cmd = next((c for c in reversed(self.store.commands(stage_id))
+                    if c.kind == "checkpoint"), None)
+        if cmd is None:
+            return None
+        saved = None
+        if cmd.applied_step is not None and cmd.error is None:
+            # The Trainer saves at the step the request was applied at (a rejection stage at
+            # its next resume point); one saved before the request (an earlier attempt's)
+            # does not answer it.
+            saved = next((c for c in self.store.checkpoints(stage_id)
+                          if c.kind == "trainer" and c.step >= cmd.applied_step
+                          and c.at >= cmd.applied_at), None)
+        return CheckpointRequest(cmd.created_at, cmd.applied_step, cmd.result, cmd.error,
+                                 saved.step if saved else None, saved.path if saved else None)
 
     def log_tail(self, stage_id: int, lines: int = 60) -> str:
         stage = self.store.get_stage(stage_id)

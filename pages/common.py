@@ -200,7 +200,7 @@ def control(column: Any, label: str, key: str, action: Callable[[int], str], ena
 
 
 def stage_title(stage: Any) -> None:
-    st.subheader(f"{stage.position + 1}. {stage.name} {status_markdown(stage.status)}")
+    st.subheader(f"{stage_label(stage)} {status_markdown(stage.status)}")
 
 
 def watched_stage(stage_id: int, shown_status: str) -> Optional[Any]:
@@ -285,6 +285,42 @@ def rerun_if_deleted(fragment: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+def run_picker(runs: list[Any], fallback: int, container: Any = None) -> Any:
+    """The Run selectbox over ``runs`` (newest first): opens on the URL's ``?run=`` when it
+    names one of them, else on run ``fallback``; keeps the URL in step with the choice, so it
+    can be bookmarked or shared."""
+    runs_by_id = {run.id: run for run in runs}
+    run_ids = list(runs_by_id)
+    wanted = query_int("run")
+    run_id = (container if container is not None else st).selectbox(
+        "Run", run_ids, index=run_ids.index(wanted if wanted in runs_by_id else fallback),
+        format_func=lambda i: f"#{i} · {runs_by_id[i].name} · {status_badge(runs_by_id[i].status)}")
+    st.query_params.update({"run": str(run_id)})
+    return runs_by_id[run_id]
+
+
+def pick_run(wb: Workbench, container: Any = None) -> Any:
+    """The top of a page about one run (Stage, Pipeline): the Run selectbox, opened on the
+    URL's run, else the newest. Stops the page, saying why, when there is no run yet, when the
+    URL's run was deleted, or when the chosen run has no stages."""
+    runs = wb.list_runs()
+    check_run_exists(runs)
+    if not runs:
+        st.info("No runs yet.")
+        st.page_link("pages/runs.py", label="Start one on the Runs page", icon=":material/add:")
+        st.stop()
+    run = run_picker(runs, runs[0].id, container)
+    if not run.stages:
+        st.warning(f"Run #{run.id} has no stages.")
+        st.stop()
+    return run
+
+
+def stage_label(stage: Any) -> str:
+    """A stage as the user numbers it in its run: ``3. Reasoning RL``."""
+    return f"{stage.position + 1}. {stage.name}"
+
+
 def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[Any, Any]:
     """Run and stage selectboxes limited to runs that have a stage of ``kind``; opens on the
     URL's ``?run=&stage=``, else the newest run with an active stage of that kind, else the
@@ -297,18 +333,11 @@ def pick_stage_of_kind(wb: Workbench, kind: str, what: str = "stage") -> tuple[A
         st.info(f"No run has a {what} yet. Start one (e.g. recipe `r1-zero`) on the Runs page.")
         st.page_link("pages/runs.py", label="Runs", icon=":material/add:")
         st.stop()
-    runs_by_id = {run.id: run for run in runs}  # newest first
-    wanted_run = query_int("run")
-    if wanted_run not in runs_by_id:
-        active = next((run for run in runs if any(
-            s.kind == kind and s.status in ACTIVE_STATES for s in run.stages)), None)
-        wanted_run = (active or runs[0]).id
-    run_ids = list(runs_by_id)
+    active = next((run for run in runs if any(
+        s.kind == kind and s.status in ACTIVE_STATES for s in run.stages)), None)
     run_col, stage_col = st.columns(2)
-    run_id = run_col.selectbox(
-        "Run", run_ids, index=run_ids.index(wanted_run),
-        format_func=lambda i: f"#{i} · {runs_by_id[i].name} · {status_badge(runs_by_id[i].status)}")
-    run = runs_by_id[run_id]
+    run = run_picker(runs, (active or runs[0]).id, run_col)  # runs: newest first
+    run_id = run.id
     stages = [s for s in run.stages if s.kind == kind]
     stages_by_id = {s.id: s for s in stages}
     wanted_stage = query_int("stage")

@@ -14,8 +14,8 @@ from typing import Any, Optional
 import streamlit as st
 
 from pages.common import (COMPLETED, FAILED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPED,
-                          WAITING, check_run_exists, poll_period, query_int, rerun_if_deleted,
-                          show_flashes, status_badge, status_emoji, workbench)
+                          WAITING, pick_run, poll_period, rerun_if_deleted, show_flashes,
+                          stage_label, status_badge, status_emoji, workbench)
 
 wb = workbench()
 
@@ -49,7 +49,7 @@ def pipeline_dot(run: Any) -> str:
     for stage in run.stages:
         _, progress = wb.stage_progress(stage)
         metric = wb.stage_key_metric(stage)
-        label = [f"{stage.position + 1}. {stage.name}",
+        label = [stage_label(stage),
                  f"{stage.kind} · {status_emoji(stage.status)} {status_text(stage.status)}"]
         if progress and stage.status != WAITING:
             label.append(progress)
@@ -98,7 +98,7 @@ def stage_row(run: Any, stage: Any) -> None:
     _, progress = wb.stage_progress(stage)
     text_col, links_col = st.columns([3, 2], vertical_alignment="center")
     shown = status_badge(stage.status).replace(WAITING, status_text(WAITING))
-    text_col.markdown(f"**{stage.position + 1}. {stage.name}** · `{stage.kind}` · {shown}"
+    text_col.markdown(f"**{stage_label(stage)}** · `{stage.kind}` · {shown}"
                       + (f" · {metric[0]} **{metric[1]}**" if metric else "")
                       + (f"  \n{progress}" if progress and stage.status != WAITING else ""))
     with links_col:
@@ -132,25 +132,8 @@ def pipeline(run_id: int, shown_status: str) -> None:
 
 
 # -- pick the run --------------------------------------------------------------------------
-runs = wb.list_runs()
-check_run_exists(runs)
-if not runs:
-    st.info("No runs yet.")
-    st.page_link("pages/runs.py", label="Start one on the Runs page", icon=":material/add:")
-    st.stop()
-
-runs_by_id = {run.id: run for run in runs}
-run_ids = list(runs_by_id)  # newest first
-wanted = query_int("run")
-run_id = st.selectbox(
-    "Run", run_ids, index=run_ids.index(wanted if wanted in runs_by_id else run_ids[0]),
-    format_func=lambda i: f"#{i} · {runs_by_id[i].name} · {status_badge(runs_by_id[i].status)}")
-# Keep the URL in step with the choice, so it can be bookmarked or shared.
-st.query_params.update({"run": str(run_id)})
-status = runs_by_id[run_id].status
-if not runs_by_id[run_id].stages:
-    st.warning(f"Run #{run_id} has no stages.")
-    st.stop()
+run = pick_run(wb)
+run_id, status = run.id, run.status
 
 # Slower than a stage page's 2 s: each refresh redraws the whole graph, and stages change
 # state in minutes, not seconds.

@@ -1,8 +1,10 @@
 """Stage: one stage of one run up close. Status and progress with an ETA, the key numbers,
-pause / resume / stop / resume-from-checkpoint, the live log tail (refreshed every 2 s), the
-full error of a failed stage, a chart of the metrics it recorded and the events. Each refresh
-asks one cheap question (``Workbench.stage_version``) and redraws the chart and the events
-only when they changed.
+pause / resume / stop / checkpoint now (with how far the request got) / resume-from-checkpoint,
+the live steering form of the parameters its kind declares (pages/steering_form.py, the same
+form as Live training), the live log tail (refreshed every 2 s), the full error of a failed
+stage, a chart of the metrics it recorded and the events. Each refresh asks one cheap
+question (``Workbench.stage_version``) and redraws the chart and the events only when they
+changed.
 
 Opens on the run and stage named in the URL (``?run=3&stage=7``), else the newest run and its
 most interesting stage (the active one, else the one that failed or stopped, else the newest)."""
@@ -18,10 +20,12 @@ import streamlit as st
 
 from backend.api import ConfigError, StoreError, WorkbenchError
 from pages.common import (ACTIVE_STATES, CHART_SECONDS, CONFIG_COLUMNS, FAILED, PAUSED,
-                          QUEUED, RESUMABLE_STATES, RUNNING, WAITING, check_run_exists,
-                          config_frame, control, default_stage, edited_config, flash, fmt_time,
-                          live_summary, local_time, poll_period, query_int, rerun_if_deleted,
-                          show_flashes, stage_title, status_badge, watched_stage, workbench)
+                          QUEUED, RESUMABLE_STATES, RUNNING, WAITING, config_frame, control,
+                          default_stage, edited_config, flash, fmt_time, live_summary,
+                          local_time, pick_run, poll_period, query_int, rerun_if_deleted,
+                          show_flashes, stage_label, stage_title, status_badge, watched_stage,
+                          workbench)
+from pages.steering_form import steering_form
 
 wb = workbench()
 
@@ -30,36 +34,19 @@ show_flashes()
 
 
 # -- pick run and stage ----------------------------------------------------------------------
-runs = wb.list_runs()
-check_run_exists(runs)
-if not runs:
-    st.info("No runs yet.")
-    st.page_link("pages/runs.py", label="Start one on the Runs page", icon=":material/add:")
-    st.stop()
-
-runs_by_id = {run.id: run for run in runs}
-run_ids = list(runs_by_id)  # newest first
-wanted_run = query_int("run")
 run_col, stage_col = st.columns(2)
-run_id = run_col.selectbox(
-    "Run", run_ids, index=run_ids.index(wanted_run if wanted_run in runs_by_id else run_ids[0]),
-    format_func=lambda i: f"#{i} · {runs_by_id[i].name} · {status_badge(runs_by_id[i].status)}")
-run = runs_by_id[run_id]
-
+run = pick_run(wb, run_col)
 stages_by_id = {stage.id: stage for stage in run.stages}
 stage_ids = list(stages_by_id)
-if not stage_ids:
-    st.warning(f"Run #{run.id} has no stages.")
-    st.stop()
 wanted_stage = query_int("stage")
 if wanted_stage not in stages_by_id:
     wanted_stage = default_stage(run.stages).id
 stage_id = stage_col.selectbox(
     "Stage", stage_ids, index=stage_ids.index(wanted_stage),
-    format_func=lambda i: (f"{stages_by_id[i].position + 1}. {stages_by_id[i].name} "
-                           f"({stages_by_id[i].kind}) · {status_badge(stages_by_id[i].status)}"))
+    format_func=lambda i: (f"{stage_label(stages_by_id[i])} ({stages_by_id[i].kind}) · "
+                           f"{status_badge(stages_by_id[i].status)}"))
 # Keep the URL in step with the choice, so it can be bookmarked or shared.
-st.query_params.update({"run": str(run_id), "stage": str(stage_id)})
+st.query_params.update({"run": str(run.id), "stage": str(stage_id)})
 
 
 # -- live panel ------------------------------------------------------------------------------
@@ -143,11 +130,26 @@ def format_log_line(line: str) -> str:
     return " · ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 
+def checkpoint_help(stage: Any) -> tuple[bool, str]:
+    """(enabled, help) of "Checkpoint now": the reason when it cannot be used."""
+    if not wb.saves_checkpoints(stage.kind):
+        return False, (f"Stages of kind {stage.kind} save no checkpoints (there is nothing to "
+                       f"resume from).")
+    if stage.status != RUNNING:
+        # A paused Trainer applies the request at once but saves only when it resumes; a stage
+        # waiting for review has no trainer yet.
+        return False, (f"Only a running stage can save a checkpoint now (this one is "
+                       f"{stage.status}).")
+    return True, ("Save a full checkpoint (model, optimizer, scheduler, data position) at the "
+                  "next step boundary and keep training; the stage can later resume from it.")
+
+
 def controls(stage: Any) -> None:
-    """Pause / resume / stop / resume from checkpoint. Drawn once per page run: a change of
-    status reruns the page (``watched_stage``), which redraws them enabled as they should be."""
+    """Pause / resume / stop / checkpoint now / resume from checkpoint. Drawn once per page
+    run: a change of status reruns the page (``watched_stage``), which redraws them enabled as
+    they should be."""
     status, stage_id = stage.status, stage.id
-    pause_col, resume_col, stop_col, restart_col = st.columns(4)
+    pause_col, resume_col, stop_col, save_col, restart_col = st.columns(5)
     control(pause_col, "Pause", "pause", wb.pause, status in (RUNNING, WAITING),
             "Pause at the next step boundary; the worker keeps its memory.",
             ":material/pause:", stage_id)
@@ -156,6 +158,9 @@ def controls(stage: Any) -> None:
     control(stop_col, "Stop", "stop", wb.stop, status in (QUEUED, *ACTIVE_STATES),
             "Save a checkpoint at the next step and exit; resume from it later.",
             ":material/stop:", stage_id)
+    can_save, save_help = checkpoint_help(stage)
+    control(save_col, "Checkpoint now", "checkpoint", wb.checkpoint, can_save, save_help,
+            ":material/save:", stage_id)
     control(restart_col, "Resume from checkpoint", "resume_checkpoint", wb.resume,
             status in RESUMABLE_STATES,
             "Restart this stage from its last checkpoint (from the start if it has none) "
@@ -169,11 +174,17 @@ def live_panel(stage_id: int, shown_status: str) -> None:
     if stage is None:
         return
     # A new event (the events table below is drawn once per page run) redraws the page.
-    event_id = wb.stage_version(stage_id).event_id
+    version = wb.stage_version(stage_id)
+    event_id = version.event_id
     if st.session_state.setdefault(f"stage_drawn_event_{stage_id}", event_id) != event_id:
         st.session_state[f"stage_drawn_event_{stage_id}"] = event_id
         st.rerun()
     summary = stage.summary or {}
+    footer = (f"Checkpoint: <code>{html.escape(stage.checkpoint)}</code>" if stage.checkpoint
+              else "Checkpoint: none yet")
+    request = wb.checkpoint_request(stage_id) if version.commands else None
+    if request is not None:  # how far the newest "Checkpoint now" got
+        footer += f"<br>Last checkpoint request: {html.escape(request.describe())}"
     live_summary(stage, [
         ("Step", stage.step, "Optimizer steps done"),
         ("Total steps", stage.total_steps if stage.total_steps else "–", None),
@@ -184,8 +195,7 @@ def live_panel(stage_id: int, shown_status: str) -> None:
          f"({summary.get('problems', '?')} held-out problems)"),
         ("Lenient accuracy", percent(summary.get("accuracy_lenient")),
          "The last number in the completion equals the reference"),
-    ], footer=(f"Checkpoint: <code>{html.escape(stage.checkpoint)}</code>" if stage.checkpoint
-               else "Checkpoint: none yet"))
+    ], footer=footer)
     st.markdown("**Log** (newest last)")
     log = "\n".join(format_log_line(line) for line in
                     collapse_progress_bars(wb.log_tail(stage_id, 300))[-LOG_LINES:])
@@ -378,6 +388,10 @@ if stage.status in RESUMABLE_STATES:
     rerun_form(stage)
 st.fragment(rerun_if_deleted(live_panel), run_every=poll_period(stage.status))(
     stage_id, stage.status)
+# While the stage runs: the live parameters its kind declares (the same form as Live
+# training), redrawn with the new values when a change is applied (an event reruns the page).
+if stage.status in ACTIVE_STATES:
+    steering_form(stage)
 eval_results(stage)
 
 # The chart refreshes while the stage can still record something, as often as the Live
