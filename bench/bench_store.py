@@ -28,6 +28,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -107,9 +108,9 @@ def timed_calls(fn, args_list) -> list[float]:
 
 
 # ------------------------------------------------------------------------------ (a) inserts
-def bench_inserts(workdir: Path, n_steps: int, synth: Synth) -> dict:
+def bench_inserts(workdir: Path, n_steps: int, synth: Synth, url: Optional[str] = None) -> dict:
     path = workdir / "insert.db"
-    store = Store(f"sqlite:///{path}")
+    store = Store(url or f"sqlite:///{path}")  # url: another database (bench_store_pg.py)
     sid = new_stage(store)
     batches = [synth.groups(BIG_GROUPS, BIG_G) for _ in range(n_steps)]  # built before timing
     store.add_groups(sid, 0, synth.groups(BIG_GROUPS, BIG_G))  # warm-up, not timed
@@ -131,10 +132,10 @@ def bench_inserts(workdir: Path, n_steps: int, synth: Synth) -> dict:
 
 # ------------------------------------------------------------------------------ (b) queries
 def fill(path: Path, n_rollouts: int, n_steps: int, n_big: int, n_metrics: int,
-         synth: Synth) -> dict:
+         synth: Synth, url: Optional[str] = None) -> dict:
     """One GRPO stage with ``n_steps`` steps: ``n_big`` of them 64x16, the rest sharing
     ``n_rollouts`` evenly (groups of 10); ``n_metrics`` metrics every step."""
-    store = Store(f"sqlite:///{path}")
+    store = Store(url or f"sqlite:///{path}")
     sid = new_stage(store)
     rng = random.Random(1)
     big_steps = sorted(rng.sample(range(n_steps), n_big))
@@ -170,8 +171,9 @@ def fill(path: Path, n_rollouts: int, n_steps: int, n_big: int, n_metrics: int,
             if small_s else 0.0}
 
 
-def bench_queries(path: Path, info: dict, n_steps: int, calls: int) -> dict:
-    store = Store(f"sqlite:///{path}")  # a fresh process-like open (as the UI does)
+def bench_queries(path: Path, info: dict, n_steps: int, calls: int,
+                  url: Optional[str] = None) -> dict:
+    store = Store(url or f"sqlite:///{path}")  # a fresh process-like open (as the UI does)
     sid, rng = info["stage_id"], random.Random(2)
     big_set = set(info["big_steps"])
     small_steps = [s for s in range(n_steps) if s not in big_set]

@@ -96,13 +96,15 @@ class ThrowawayServer:
                 tail += "\n--- server.log ---\n" + server_log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}):\n{tail}")
 
-    def start(self) -> str:
+    def start(self, durable: bool = False) -> str:
+        """Returns the URL of its ``postgres`` database. ``durable``: PostgreSQL's default
+        fsync and commit settings (for benchmarks) instead of the fast throwaway ones."""
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale")
-        # Durability settings off: the data dies with the test session anyway.
         options = (f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' "
-                   f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                    f"-c max_connections=200")
+        if not durable:  # the data dies with the test session anyway
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.dir / "server.log"), "-o", options, "-w", "-t", "120", "start",
                   timeout=180)
