@@ -259,7 +259,8 @@ def _is_connection_error(exc: Exception) -> bool:
 def _unreachable(shown_url: str, exc: Exception) -> str:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     reason = detail[0] if detail else type(exc).__name__
-    waited = (f" (no answer within {CONNECT_TIMEOUT_S} s)" if "timeout" in reason.lower() else "")
+    seconds = make_url(shown_url).query.get("connect_timeout", CONNECT_TIMEOUT_S)
+    waited = f" (no answer within {seconds} s)" if "timeout" in reason.lower() else ""
     return (f"Cannot use the database server at {shown_url}{waited}: {reason}. Check that the "
             f"server is running and reachable from this machine, and the URL's host, port, "
             f"database name, user and password (R1WB_DB_URL or --db). Nothing was written.")

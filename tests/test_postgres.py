@@ -365,7 +365,9 @@ def test_concurrent_curation_edits_queue_on_the_dataset_lock(pg_url):
 
 
 def test_check_writable_passes_for_the_owner_and_refuses_a_read_only_user(pg_cluster, pg_url):
-    Store(pg_url).check_writable()  # the owner may write
+    owner_store = Store(pg_url)
+    owner_store.check_writable()  # the owner may write: no error
+    owner_store.dispose()
     role = f"r1wb_reader_{uuid.uuid4().hex[:8]}"
     database = make_url(pg_url).database
     owner = create_engine(pg_url, isolation_level="AUTOCOMMIT")
@@ -406,6 +408,11 @@ def test_a_server_that_does_not_answer_is_a_clear_error_within_seconds(silent_se
     assert "no answer within 5 s" in message and "Nothing was written" in message
     assert "s3cret" not in message
     assert took < 20, f"gave up only after {took:.1f} s"
+    # The URL's own timeout wins.
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="no answer within 1 s"):
+        Store(url + "?connect_timeout=1")
+    assert time.monotonic() - started < took
 
 
 def test_cli_exits_2_and_creates_nothing_when_the_server_does_not_answer(home, silent_server):
