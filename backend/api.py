@@ -723,6 +723,12 @@ class Workbench:
         with _curation_errors():
             return curation.stats(self.store, dataset_id, flt)
 
+    def judge_agreement(self, dataset_id: int,
+                        flt: Optional[r.RowFilter] = None) -> curation.JudgeAgreement:
+        """The judge's verdicts against the rule check on the rows ``flt`` matches."""
+        with _curation_errors():
+            return curation.judge_agreement(self.store, dataset_id, flt)
+
     def mark_ready(self, dataset_id: int, ready: bool = True,
                    author: Optional[str] = None) -> r.Dataset:
         """Review done (or not): an SFT stage waiting on this dataset starts training."""

@@ -7,7 +7,8 @@ in the sidebar, a keyword search highlighted in the text, sort; accept or reject
 filter matches after a confirmation that shows the count; edit a response in place with a diff
 against the original, saved on the row's version so that a stale save from a second tab is
 refused and the newer text shown; who changed what and when, undo; every candidate of one
-prompt side by side; histograms of lengths and scores; duplicate clusters; mark the dataset
+prompt side by side; histograms of lengths and scores; the judge's agreement with the rule
+check (a confusion matrix from the stored verdicts); duplicate clusters; mark the dataset
 ready (a waiting SFT stage then trains on a frozen snapshot of the accepted rows); snapshots
 with their content hash; export (the CLI's ``export-dataset``) and import as a new version.
 
@@ -41,8 +42,8 @@ QUEUES = [PENDING, ACCEPTED, REJECTED, EDITED, "all"]
 QUEUE_ICONS = {PENDING: "⏳", ACCEPTED: "✅", REJECTED: "🚫", EDITED: "✏️", "all": "📚"}
 STATUS_COLOURS = {PENDING: "#9aa5b1", ACCEPTED: "#2ea043", REJECTED: "#da3633"}
 TABLE_PAGE = 50
-SECTIONS = ["Review", "Candidates of a prompt", "Histograms", "Duplicates", "History",
-            "Ready, snapshots, export"]
+SECTIONS = ["Review", "Candidates of a prompt", "Histograms", "Judge vs rule", "Duplicates",
+            "History", "Ready, snapshots, export"]
 # Shown as their own sidebar filters, in this order; every other provenance field of the
 # dataset sits in the "more fields" expander.
 MAIN_FIELDS = ["rule_correct", "judge_verdict", "judge_correct", "is_reasoning_complete",
@@ -366,7 +367,8 @@ def sidebar_filters(ds: Any, fields: Any) -> dict[str, Any]:
     sources = [ANY] + fields.sources
     source = sb.selectbox("Source", sources, key=f"source_{ds.id}",
                           format_func=lambda s: "not set" if s is None else s,
-                          help="reasoning (sampled candidates) or non_reasoning (the mix)")
+                          help="reasoning (sampled candidates), non_reasoning (answered "
+                               "directly) or safety (refusals of forbidden requests)")
     meta: dict[str, Any] = {}
     ranges: dict[str, tuple] = {}
     by_name = {f.name: f for f in fields.fields}
@@ -963,6 +965,76 @@ def histograms_section(ds: Any, parts: dict[str, Any]) -> None:
                              config={"displayModeBar": False})
 
 
+RULE_LABELS = {"correct": "rule: correct", "incorrect": "rule: wrong"}
+JUDGE_LABELS = {"correct": "judge: correct", "incorrect": "judge: wrong",
+                "unparsed": "judge: no verdict"}
+
+
+def agreement_figure(agreement: Any) -> go.Figure:
+    """Rule verdict (rows) x judge verdict (columns): counts, and each cell's share of the
+    rows in it; the diagonal is where they agree."""
+    rules, judges = list(RULE_LABELS), list(JUDGE_LABELS)
+    if not agreement.unparsed:
+        judges = judges[:2]  # a column of zeros says nothing
+    counts = [[agreement.count(a, b) for b in judges] for a in rules]
+    total = sum(map(sum, counts)) or 1
+    text = [[f"{n}<br>{n / total:.1%}" for n in row] for row in counts]
+    fig = go.Figure(go.Heatmap(
+        z=counts, x=[JUDGE_LABELS[b] for b in judges], y=[RULE_LABELS[a] for a in rules],
+        text=text, texttemplate="%{text}", colorscale="Blues", showscale=False,
+        hovertemplate="%{y}, %{x}: %{z} rows<extra></extra>"))
+    title = ("judge and rule agree on "
+             f"{agreement.agreement:.1%} of {agreement.both_scored} rows both scored"
+             if agreement.agreement is not None else "no row was scored by both")
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10),
+                      title=dict(text=title, font=dict(size=14)),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def judge_section(ds: Any, flt_all: Any) -> None:
+    agreement = wb.judge_agreement(ds.id, flt_all)
+    if not agreement.cells:
+        st.info("No row under the filter carries both a rule verdict (rule_correct) and a "
+                "judge verdict (judge_verdict): a rejection stage without a judge, or "
+                "non-reasoning rows only.")
+        return
+    if agreement.agreement is not None:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Agreement", f"{agreement.agreement:.1%}",
+                  help="Rows where judge and rule give the same verdict, of the rows both "
+                       "scored (a judge answer without a verdict is left out).")
+        c2.metric("Judge says correct, rule says wrong",
+                  agreement.count("incorrect", "correct"))
+        c3.metric("Judge says wrong, rule says correct",
+                  agreement.count("correct", "incorrect"))
+    st.plotly_chart(agreement_figure(agreement), key="judge_agreement",
+                    config={"displayModeBar": False})
+    notes = []
+    if agreement.unparsed:
+        notes.append(f"{agreement.unparsed} judge answers had no readable verdict")
+    if agreement.rule_only:
+        notes.append(f"{agreement.rule_only} rows were not shown to the judge (judge_on)")
+    if agreement.judge_only:
+        notes.append(f"{agreement.judge_only} rows have no rule verdict (no reference)")
+    st.caption("From the verdicts stored with each row when it was sampled, under the "
+               "sidebar's filter" + ("; " + "; ".join(notes) if notes else "") + ".")
+    cells = [(a, b) for a in RULE_LABELS for b in JUDGE_LABELS if agreement.count(a, b)]
+    disagree = [c for c in cells if c[0] != c[1]]
+    cell = st.selectbox("Rows of one cell", cells, index=cells.index(disagree[0])
+                        if disagree else 0, key="judge_cell",
+                        format_func=lambda c: f"{RULE_LABELS[c[0]]}, {JUDGE_LABELS[c[1]]} "
+                                              f"({agreement.count(*c)} rows)")
+    rows = wb.curation_rows(ds.id, wb.make_filter(row_ids=agreement.cells[cell][:TABLE_PAGE]))
+    st.dataframe(pd.DataFrame([{
+        "row": row.row_index, "status": row.status, "prompt": short_prompt(row.prompt, 40),
+        "reference": row.answer, "response": short(row.completion, 80),
+        "judge's rationale": short(row.meta.get("judge_rationale"), 80)} for row in rows]),
+        hide_index=True, width="stretch")
+    if agreement.count(*cell) > TABLE_PAGE:
+        st.caption(f"The first {TABLE_PAGE} of {agreement.count(*cell)} rows.")
+
+
 def duplicates_section(ds: Any, flt_all: Any) -> None:
     threshold = st.slider("Near-duplicate similarity", 0.5, 1.0, 0.9, 0.01, key="dup_threshold",
                           help="difflib ratio at which two responses of one prompt count as "
@@ -1179,10 +1251,13 @@ with tabs[2]:
         histograms_section(ds, parts)
 with tabs[3]:
     if tabs[3].open:
-        duplicates_section(ds, flt_all)
+        judge_section(ds, flt_all)
 with tabs[4]:
     if tabs[4].open:
-        history_section(ds)
+        duplicates_section(ds, flt_all)
 with tabs[5]:
     if tabs[5].open:
+        history_section(ds)
+with tabs[6]:
+    if tabs[6].open:
         export_section(ds, counts)
