@@ -17,6 +17,8 @@ PAGES = [
     st.Page("pages/groups.py", title="Group inspector", icon="🧩"),
     st.Page("pages/curation.py", title="Curation", icon="🗂️"),
     st.Page("pages/evaluation.py", title="Evaluation", icon="🎯"),
+    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/playground.py", title="Playground", icon="💬"),
 ]
 
 st.navigation(PAGES).run()

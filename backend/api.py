@@ -13,6 +13,8 @@ from typing import Any, Iterator, Optional
 
 from backend import curation, recipes, runner, steering
 from backend import analysis
+from backend import compare, playground
+from backend.playground import PlaygroundError  # noqa: F401  re-exported for pages
 from backend.stages.common import ConfigError
 from storage import EditConflict, Store, StoreError
 from storage import records as r
@@ -175,6 +177,9 @@ class Workbench:
         for key, label in (("greedy_pass@1", "greedy pass@1"),
                            ("sampled_pass@1", f"sampled pass@1 (T={temperature})"),
                            (f"cons@{k}", f"cons@{k} (majority of {k} samples)"),
+                           ("pass@k", f"pass@{k} (unbiased, Chen et al.)"),
+                           ("format", "format compliance (k samples)"),
+                           ("language", "language consistency (k samples)"),
                            ("greedy_lenient", "lenient (last number)"),
                            ("think_rate", "uses <think>")):
             if key not in final:
@@ -840,6 +845,54 @@ class Workbench:
         path = folder / f"{now():%Y%m%d-%H%M%S-%f}-{safe or 'upload.jsonl'}"
         path.write_bytes(data)
         return self.import_dataset(str(path), name, parent=parent, allow_extra=allow_extra)
+
+    # -- comparing runs (backend.compare) --------------------------------------------------
+    def eval_entries(self, run_ids: Optional[list[int]] = None) -> list[compare.EvalEntry]:
+        """Every model (x prompt template) an evaluation stage scored, in the runs
+        ``run_ids`` (default: every run), newest run first: the rows the Compare page offers."""
+        runs = [run for run in self.list_runs() if run_ids is None or run.id in run_ids]
+        return compare.eval_entries(runs, self.eval_summary)
+
+    @staticmethod
+    def compare_table(entries: list[compare.EvalEntry]) -> compare.CompareTable:
+        """The paper-style table of ``entries``: a column per figure they carry (known ones
+        first), the best value of each ranked column marked, ``.csv()`` for the download."""
+        return compare.build_table(entries)
+
+    def compare_curves(self, run_ids: list[int],
+                       max_points: int = 400) -> dict[str, list[compare.Curve]]:
+        """Reward, held-out accuracy and completion length of the runs' training stages, one
+        curve per stage, each with its training time per point (from TRL's step_time)."""
+        runs = [self.get_run(run_id) for run_id in run_ids]
+        return compare.curves(
+            runs, lambda stage_id, names: self.store.metric_table(stage_id, names, max_points),
+            self.store.metric_series)
+
+    # -- playground (backend.playground) ---------------------------------------------------
+    def model_checkpoints(self) -> list[playground.ModelCheckpoint]:
+        """Every model folder a stage wrote that still exists (final models and checkpoints
+        saved during training), newest run first, with run, stage and step."""
+        return playground.list_checkpoints(self.list_runs(), self.store.checkpoints)
+
+    @staticmethod
+    def playground_stream(path: str, prompt: str,
+                          **options: Any) -> Iterator[playground.StreamEvent]:
+        """Stream a checkpoint's answer (``start``, ``chunk`` ..., ``done``) from its model
+        process (started on first use). Options: raw, prompt_format, temperature, top_p,
+        max_new_tokens, seed. Raises PlaygroundError with what went wrong."""
+        return playground.stream(path, prompt, **options)
+
+    @staticmethod
+    def playground_sample(path: str, prompt: str, k: int,
+                          **options: Any) -> playground.SampleResult:
+        """k sampled answers with their extracted answers, majority vote and agreement (the
+        same options, and ``reference`` to mark them correct)."""
+        return playground.sample(path, prompt, k, **options)
+
+    @staticmethod
+    def split_think(text: str) -> playground.ThinkParts:
+        """A completion cut at its ``<think>`` block (for showing it collapsible)."""
+        return playground.split_think(text)
 
 
 # A field with at most this many distinct text values is offered as a choice (finish_reason,
