@@ -139,7 +139,7 @@ def few_shot_examples(source: ProblemSource, n: int, seed: int) -> list[tuple[st
 def _check_fits(model, tokenizer, prompts: list[str], max_new_tokens: int, label: str) -> None:
     """A prompt longer than the model's positions fails deep inside generate: say which
     template is too long instead."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not limit or not prompts:
         return
     longest = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
