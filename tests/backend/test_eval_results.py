@@ -109,3 +109,20 @@ def test_summaries_from_before_templates_still_read(db_url):
     summary = wb.eval_summary(run.stages[0].id)
     assert summary["final"]["0-shot"]["greedy_pass@1"] == 0.9
     assert summary["base"]["0-shot"]["n_problems"] == 500
+
+
+def test_the_evaluate_recipe_asks_for_a_model_folder(db_url, tiny_model_dir):
+    # The Runs page shows the recipe's form (defaults are not wiring-checked) ...
+    wb = Workbench(db_url)
+    [spec] = wb.default_stages("evaluate", "tiny")
+    assert (spec.config["model_path"], spec.config["task"], spec.config["k"]) == ("", "addition", 4)
+    # ... a run without a model is refused, naming the setting ...
+    from backend.api import ConfigError
+    with pytest.raises(ConfigError, match="evaluate.model_path"):
+        wb.create_run("evaluate", "tiny", start=False)
+    with pytest.raises(ConfigError, match="evaluate.model_path"):
+        wb.create_run("evaluate", "tiny", stage_configs=[spec.config], start=False)
+    # ... and the form's config with a model folder makes one.
+    run = wb.create_run("evaluate", "tiny", start=False,
+                        stage_configs=[{**spec.config, "model_path": tiny_model_dir}])
+    assert run.stages[0].config["model_path"] == tiny_model_dir and run.stages[0].inputs == {}
