@@ -650,10 +650,27 @@ class Store:
                 })
         with self.session() as s:
             # Core inserts on the tables: about twice the rate of the ORM bulk path.
-            if group_rows:
-                s.connection().execute(insert(m.GroupRow.__table__), group_rows)
-            if rollout_rows:
-                s.connection().execute(insert(m.RolloutRow.__table__), rollout_rows)
+            self._insert_many(s, m.GroupRow.__table__, group_rows)
+            self._insert_many(s, m.RolloutRow.__table__, rollout_rows)
+
+    def _insert_many(self, s: Session, table, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (dicts with the same keys) in the session's transaction. On
+        PostgreSQL through psycopg, many rows go by COPY: executemany sends one INSERT per row
+        (a 64x16 step took ~0.7 s on a loaded 2-core machine, bench_store_pg.py)."""
+        if not rows:
+            return
+        if len(rows) < 32 or self.engine.dialect.driver != "psycopg":
+            s.connection().execute(insert(table), rows)
+            return
+        from psycopg import sql
+
+        columns = list(rows[0])
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
+        raw = s.connection().connection.driver_connection  # in the session's transaction
+        with raw.cursor() as cursor, cursor.copy(copy) as out:
+            for row in rows:
+                out.write_row([row[c] for c in columns])
 
     def group_steps(self, stage_id: int) -> list[int]:
         """Steps that have recorded groups, ascending."""
