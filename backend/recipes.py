@@ -65,6 +65,11 @@ _STUDENT_SIZE = (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("num
 _STUDENT_BUDGET = (("time_budget_s", 240.0),)
 _DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS),)
 
+# r1's two SFT stages start from the tiny base. At the SFT default 5e-4 the cold start taught
+# the format but not the sums: 300 worked examples, 57 steps, held-out accuracy on 200
+# problems (2026-12-01): 5e-4 37.0%, 1e-3 45.5%, 2e-3 72.0%, 3e-3 30.0% (docs/results_r1.md).
+_R1_SFT = (("learning_rate", 2e-3),)
+
 RECIPES: dict[str, Recipe] = {
     "pretrain-base": Recipe(
         "pretrain-base",
@@ -91,7 +96,8 @@ RECIPES: dict[str, Recipe] = {
         "SFT on the curated snapshot, RL again, and a held-out evaluation against the base.",
         (RecipeStage("base", "pretrain", "base model (cached)"),
          RecipeStage("cold", "sft", "cold-start SFT",
-                     (("model", "base.model"), ("problems", "base.problems"))),
+                     (("model", "base.model"), ("problems", "base.problems")),
+                     settings=_R1_SFT),
          RecipeStage("rl", "grpo", "reasoning RL",
                      (("model", "cold.model"), ("problems", "base.problems")),
                      settings=(("reward_funcs", ["accuracy", "format", "language_consistency"]),
@@ -104,7 +110,8 @@ RECIPES: dict[str, Recipe] = {
                       ("judge", "judge.model"))),
          RecipeStage("sft", "sft", "SFT on curated data",
                      (("model", "base.model"), ("dataset", "reject.dataset"),
-                      ("problems", "base.problems"))),
+                      ("problems", "base.problems")),
+                     settings=_R1_SFT),
          RecipeStage("rm_help", "reward_model", "helpfulness reward model",
                      (("model", "base.model"), ("problems", "base.problems")),
                      settings=(("aspect", "helpfulness"),)),
