@@ -63,7 +63,7 @@ _DISTILL_TASK = (("min_digits", 1), ("max_digits", 5), ("max_new_tokens", _DISTI
 _STUDENT_SIZE = (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("num_kv_heads", 1),
                  ("intermediate_size", 256))
 _STUDENT_BUDGET = (("time_budget_s", 240.0),)
-_DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS),)
+_DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS), ("eval_problems", 300))
 
 # r1's two SFT stages start from the tiny base. At the SFT default 5e-4 the cold start taught
 # the format but not the sums: 300 worked examples, 57 steps, held-out accuracy on 200

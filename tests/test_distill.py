@@ -190,6 +190,8 @@ def test_distill_stage_trains_the_student_in_a_worker(db_url, models):
     assert {m.step for m in wb.metrics(stage.id, ["eval/accuracy"])} >= {0, 2, 4}
     assert stage.summary["teacher_parameters"] > stage.summary["student_parameters"]
     assert stage.summary["cpu_s"] > 0 and stage.summary["trained_steps"] == 4
+    # the whole process, loading and the final evaluation included, is counted too
+    assert stage.summary["process_cpu_s"] >= stage.summary["cpu_s"]
     # the student's weights moved; the output is a loadable model in the student's format
     out = stage.outputs["model"]
     assert out["prompt_format"]["style"] == "plain"

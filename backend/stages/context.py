@@ -117,6 +117,15 @@ class StageContext:
             self._closed.set()
             self._io.join()
             self._tick()
+            # Every stage's compute, trainer or not (rejection sampling, evaluation): what a
+            # comparison at matched compute adds up (recipe distill, docs/results.md).
+            try:
+                summary = self.store.get_stage(self.stage.id).summary
+                self.store.update_stage(self.stage.id, summary={
+                    **summary, "process_cpu_s": round(self.cpu_seconds(), 1)})
+            except Exception as exc:  # a figure, never worth failing the stage for
+                print(f"[worker] could not record process_cpu_s: {exc}", file=sys.stderr,
+                      flush=True)
 
     def progress(self, step: int, total_steps: Optional[int] = None) -> None:
         if not self._clock_started:
