@@ -862,8 +862,8 @@ class Store:
             self._insert_rows(s, dataset_id, start, rows)
             return start + len(rows)
 
-    @staticmethod
-    def _insert_rows(s: Session, dataset_id: int, start: int, rows: list[dict[str, Any]]) -> None:
+    def _insert_rows(self, s: Session, dataset_id: int, start: int,
+                     rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         at = now()
@@ -878,7 +878,7 @@ class Store:
                 "completion": row.get("completion", ""), "answer": row.get("answer"),
                 "source": row.get("source"), "status": status,
                 "meta_json": _dumps(row.get("meta", {})), "updated_at": at, "version": 1})
-        s.execute(insert(m.DatasetItemRow), values)
+        self._insert_many(s, m.DatasetItemRow.__table__, values)
 
     def _datasets(self, s: Session, where: list) -> list[r.Dataset]:
         query = (select(m.DatasetRow, func.count(m.DatasetItemRow.id))
@@ -1088,7 +1088,7 @@ class Store:
                 description=description or f"{status} {len(changing)} rows", undone=False)
             s.add(action)
             s.flush()
-            s.execute(insert(m.RowEditRow), [
+            self._insert_many(s, m.RowEditRow.__table__, [
                 {"row_id": row.id, "field": "status", "old_value": row.status,
                  "new_value": status, "at": at, "author": author, "action_id": action.id,
                  "undone": False} for row in changing])
@@ -1185,7 +1185,7 @@ class Store:
             s.add(snap)
             s.flush()
             if rows:
-                s.execute(insert(m.SnapshotItemRow), [
+                self._insert_many(s, m.SnapshotItemRow.__table__, [
                     {"snapshot_id": snap.id, "position": i, "row_id": row.id,
                      "prompt": c["prompt"], "completion": c["completion"],
                      "answer": c["answer"], "source": c["source"],

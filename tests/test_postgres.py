@@ -398,6 +398,24 @@ def test_a_full_grpo_step_round_trips_exactly(store):
     assert [dataclasses.asdict(g) for g in got] == [dataclasses.asdict(g) for g in groups]
 
 
+def test_a_large_dataset_and_its_snapshot_round_trip_exactly(store):
+    # Dataset rows and snapshot rows go by COPY too; the snapshot's hash is the one SQLite
+    # gives for the same rows (content_hash of what was written).
+    from storage import content_hash
+
+    rows = [{"prompt": f"q{i}\t\\N", "completion": f"<think>{i}\n中</think>",
+             "answer": None if i % 3 else str(i), "source": "reasoning", "status": "accepted",
+             "meta": {"i": i, "nested": {"ok": i % 2 == 0}}} for i in range(100)]
+    ds = store.create_dataset("big", "rejection", rows)
+    snap_id, digest = store.snapshot_dataset(ds)
+    written = [{k: row[k] for k in ("prompt", "completion", "answer", "source", "meta")}
+               for row in rows]
+    assert digest == content_hash(written)
+    got = [{"prompt": x.prompt, "completion": x.completion, "answer": x.answer,
+            "source": x.source, "meta": x.meta} for x in store.snapshot_rows(snap_id)]
+    assert got == written
+
+
 def test_check_writable_passes_for_the_owner_and_refuses_a_read_only_user(pg_url):
     owner_store = Store(pg_url)
     owner_store.check_writable()  # the owner may write: no error
