@@ -149,7 +149,8 @@ def controls(stage: Any) -> None:
     run: a change of status reruns the page (``watched_stage``), which redraws them enabled as
     they should be."""
     status, stage_id = stage.status, stage.id
-    pause_col, resume_col, stop_col, save_col, restart_col = st.columns(5)
+    # Wider columns for the longer labels, so "Resume from checkpoint" is not cut off.
+    pause_col, resume_col, stop_col, save_col, restart_col = st.columns([1, 1, 1, 1.3, 1.6])
     control(pause_col, "Pause", "pause", wb.pause, status in (RUNNING, WAITING),
             "Pause at the next step boundary; the worker keeps its memory.",
             ":material/pause:", stage_id)
