@@ -237,6 +237,16 @@ del _module, _name, _test
 make_run, make_group, count = test_store.make_run, test_store.make_group, test_store.count
 
 
+def test_without_postgresql_these_tests_skip_but_fail_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no initdb here"):
+        _unavailable("no initdb here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception,
+                       match="CI is set but PostgreSQL cannot be tested: no initdb here"):
+        _unavailable("no initdb here")
+
+
 # ------------------------------------------------------------------------------ schema
 def test_a_new_database_is_migrated_to_exactly_the_models_schema(empty_pg_url):
     from alembic.autogenerate import compare_metadata
