@@ -57,13 +57,16 @@ class Recipe:
 # Recipe "distill": 1-5 digit sums (accuracy follows the reasoning: the base model cannot
 # recall such sums), a student of about a quarter of the teacher's parameters (head_dim 32),
 # and the CPU seconds each student may train (time_budget_s, matched; eval_every=0 so that no
-# student spends its budget on evaluations the others do not run).
+# student spends its budget on evaluations the others do not run). Sized for <= 30 minutes on
+# 2 idle cores from CPU seconds measured per pre-training step on 1-5 digit sums (2026-12-01,
+# on a machine loaded ~15-25, so pessimistic): teacher 1.44, student 0.51, plus ~34 s of start
+# per stage; not yet confirmed by a whole run (docs/results.md, "Distillation vs RL").
 _DISTILL_TOKENS = 80  # a 5-digit sum's worked columns and answer take about 70 tokens
 _DISTILL_TASK = (("min_digits", 1), ("max_digits", 5), ("max_new_tokens", _DISTILL_TOKENS))
 _STUDENT_SIZE = (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("num_kv_heads", 1),
                  ("intermediate_size", 256))
-_STUDENT_BUDGET = (("time_budget_s", 240.0),)
-_DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS), ("eval_problems", 300))
+_STUDENT_BUDGET = (("time_budget_s", 180.0),)
+_DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS), ("eval_problems", 200))
 
 # r1's two SFT stages start from the tiny base. At the SFT default 5e-4 the cold start taught
 # the format but not the sums: 300 worked examples, 57 steps, held-out accuracy on 200
@@ -155,12 +158,12 @@ RECIPES: dict[str, Recipe] = {
                      settings=_DISTILL_TASK + _STUDENT_SIZE),
          RecipeStage("teacher", "grpo", "teacher: R1-Zero GRPO",
                      (("model", "teacher_base.model"), ("problems", "teacher_base.problems")),
-                     settings=(("max_completion_length", _DISTILL_TOKENS),)),
+                     settings=(("max_completion_length", _DISTILL_TOKENS), ("steps", 150))),
          RecipeStage("traces", "rejection", "teacher traces (rejection sampling)",
                      (("model", "teacher.model"), ("problems", "student_base.problems")),
                      # Distillation data is the teacher's reasoning only, judged by the rule.
                      settings=(("non_reasoning_share", 0.0), ("correct_by", "rule"),
-                               ("prompts", 600), ("n_candidates", 2),
+                               ("prompts", 400), ("n_candidates", 2),
                                ("max_new_tokens", _DISTILL_TOKENS + 16))),
          RecipeStage("sft_student", "sft", "student: SFT on the teacher's traces",
                      (("model", "student_base.model"), ("dataset", "traces.dataset"),
