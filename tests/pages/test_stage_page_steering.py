@@ -105,6 +105,16 @@ def test_the_form_shows_the_value_the_stage_runs_with_after_a_live_change(store)
     assert number_input(at, "Learning rate").value == pytest.approx(2e-4)
 
 
+def test_a_paused_stage_can_be_steered_before_it_resumes(store):
+    run_id, stage_id = one_stage_run(store, "sft", **(running() | {"status": "paused"}))
+    at = stage_page(run_id, stage_id)
+    assert not apply_button(at).disabled
+    number_input(at, "Learning rate").set_value(2 * config_value("sft", "learning_rate"))
+    apply_button(at).click()
+    at.run()
+    assert [c.kind for c in store.commands(stage_id)] == ["set"]
+
+
 def test_a_changed_value_is_sent_as_one_set_command(store):
     run_id, stage_id = one_stage_run(store, "judge", **running())
     at = stage_page(run_id, stage_id)
@@ -158,10 +168,11 @@ def test_a_risky_value_can_be_cancelled(store):
 
 @pytest.mark.parametrize("kind, fields", [
     ("sft", dict(status="completed", step=60, total_steps=60)),  # finished: nothing to steer
-    ("evaluate", running()),  # declares no live parameters
+    ("sft", dict(status="waiting")),  # waiting for review: no trainer to take a change yet
+    ("evaluate", {}),  # declares no live parameters
 ])
 def test_no_form_when_there_is_nothing_to_steer(store, kind, fields):
-    run_id, stage_id = one_stage_run(store, kind, **fields)
+    run_id, stage_id = one_stage_run(store, kind, **(running() | fields))
     at = stage_page(run_id, stage_id)
     assert not at.exception
     assert not [b for b in at.button if b.label == "Apply at next step"]
