@@ -132,11 +132,10 @@ else:
     else:
         st.dataframe(styled(table, table_frame(table)), hide_index=True, width="stretch",
                      key="compare_table", column_config=LINK_COLUMNS)
-        ranked = [c.label for c in table.columns if c.better]
-        st.caption(f"Bold on gold: the best value of each column among these models "
-                   f"({', '.join(ranked) or 'no ranked column'}); lengths and settings are "
-                   f"not ranked. Shares are of held-out problems; pass@1 is the mean over k "
-                   f"sampled answers, cons@k their majority vote.")
+        st.caption("Bold on gold: the best value of each column among these models (pass "
+                   "rates, format, language consistency, <think> use: higher is better; lengths "
+                   "and settings are not ranked). Shares are of held-out problems; pass@1 is the "
+                   "mean over k sampled answers, cons@k their majority vote.")
         st.download_button("Download the table (CSV)", table.csv(), file_name="compare.csv",
                            mime="text/csv", icon=":material/download:")
 

@@ -190,13 +190,17 @@ def show_samples(result: Any) -> None:
                     ("majority right" if majority_ok else "majority wrong"),
                     delta_color="normal" if majority_ok else "inverse",
                     help="Against the reference answer, when you gave one")
-    st.dataframe(pd.DataFrame([{
-        "answer": vote["answer"], "votes": vote["count"], "share": vote["count"] / k_total,
-        "samples": ", ".join(str(i + 1) for i in vote["samples"]),
-        **({"correct": vote.get("correct")} if "correct" in vote else {}),
-    } for vote in result.votes]), hide_index=True, width="stretch", column_config={
-        "share": st.column_config.ProgressColumn("share", min_value=0.0, max_value=1.0,
-                                                 format="percent")})
+    if not result.votes:
+        st.info("No answer had an extractable answer (an <answer> tag or \\boxed{}), so "
+                "nothing was voted on.", icon=":material/how_to_vote:")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "answer": vote["answer"], "votes": vote["count"], "share": vote["count"] / k_total,
+            "samples": ", ".join(str(i + 1) for i in vote["samples"]),
+            **({"correct": vote.get("correct")} if "correct" in vote else {}),
+        } for vote in result.votes]), hide_index=True, width="stretch", column_config={
+            "share": st.column_config.ProgressColumn("share", min_value=0.0, max_value=1.0,
+                                                     format="percent")})
     st.caption(f"{k_total} answers in {result.seconds:.1f} s.")
     for i, sample in enumerate(result.samples):
         mark = "" if sample.correct is None else (" ✅" if sample.correct else " ❌")

@@ -4,7 +4,9 @@ headless Chromium (Debian's, never a downloaded one) and saves full-page PNGs.
     R1WB_HOME=/path/to/data .venv/bin/python scripts/screenshots.py --run 2 --stage 5
 
 Pages: runs, stage, training (Live training), groups (Group inspector), pipeline (the run's
-stage graph), curation (``--dataset``). ``--only`` picks some.
+stage graph), curation (``--dataset``), compare (``--compare`` runs, default: the newest
+evaluated), playground (``--prompt`` typed and generated, then ``--k`` answers sampled, on the
+``--stage``'s model). ``--only`` picks some.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Live steering"),
          "groups": ("groups", "Groups of step"), "pipeline": ("pipeline", "Pipeline"),
-         "curation": ("curation", "Pending")}
+         "curation": ("curation", "Pending"), "compare": ("compare", "Training curves"),
+         "playground": ("playground", "Your prompt")}
 
 
 def free_port() -> int:
@@ -48,12 +51,28 @@ def serve(port: int) -> subprocess.Popen:
     raise SystemExit("streamlit did not start")
 
 
+def ask_playground(page, prompt: str, k: int) -> None:
+    """Type the prompt, stream one answer, then sample k (the model process loads on the
+    first question: up to minutes on a loaded machine)."""
+    page.get_by_label("Your prompt").fill(prompt)
+    page.get_by_label("k", exact=True).fill(str(k))
+    page.get_by_label("k", exact=True).press("Enter")
+    time.sleep(2)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("The exact prompt the model saw").first.wait_for(timeout=300_000)
+    page.get_by_role("button", name=f"Sample {k}").click()
+    page.get_by_text(f"{k} sampled answers").first.wait_for(timeout=300_000)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=int, required=True)
     ap.add_argument("--stage", type=int, required=True, help="a GRPO stage of the run")
     ap.add_argument("--step", type=int, default=None, help="inspector step (default: latest)")
     ap.add_argument("--dataset", type=int, default=None, help="curation page's dataset")
+    ap.add_argument("--compare", default=None, help="compare page's runs, e.g. 2,5")
+    ap.add_argument("--prompt", default="37+48=", help="what the playground is asked")
+    ap.add_argument("--k", type=int, default=8, help="playground answers sampled")
     ap.add_argument("--only", nargs="*", default=list(PAGES))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     ap.add_argument("--width", type=int, default=1500)
@@ -72,6 +91,7 @@ def main() -> int:
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": args.width, "height": args.height})
+            page.set_default_timeout(180_000)  # a loaded machine: navigation, fonts, clicks
             for name in args.only:
                 path, expect = PAGES[name]
                 query = f"?run={args.run}&stage={args.stage}"
@@ -79,12 +99,20 @@ def main() -> int:
                     query += f"&step={args.step}"
                 if name == "curation" and args.dataset is not None:
                     query = f"?dataset={args.dataset}"
+                if name == "compare":
+                    query = f"?runs={args.compare}" if args.compare else ""
+                if name == "playground":
+                    query = f"?run={args.run}&stage={args.stage}"
                 page.goto(f"http://127.0.0.1:{port}/{path}{query}")
                 try:
                     page.get_by_text(expect).first.wait_for(timeout=90_000)
                 except Exception:
                     page.screenshot(path=str(args.out / f"{name}-FAILED.png"), full_page=True)
                     raise
+                if name == "playground":
+                    ask_playground(page, args.prompt, args.k)
+                if name in ("compare", "training"):
+                    page.locator(".js-plotly-plot .main-svg").first.wait_for()
                 time.sleep(4)  # plotly draws after the text arrives
                 page.screenshot(path=str(args.out / f"{name}.png"))
                 print(f"wrote {args.out / f'{name}.png'}")
