@@ -101,3 +101,37 @@ def test_a_failing_training_still_runs_after_train_and_records_nothing(ctx):
                        after_train=lambda: closed.append(True))
     assert closed == [True]
     assert ctx.store.checkpoints(ctx.stage.id) == []
+
+
+@pytest.mark.slow  # about a minute on a loaded 2-core machine (the tiny model, TRL setup)
+def test_checkpoint_now_on_a_real_sft_stage_saves_at_the_step_it_was_applied(
+        home, tiny_model_dir, tmp_path):
+    """The whole checkpoint-now path on TRL's SFTTrainer, in this process: the command is
+    applied at the first step boundary, the Trainer saves a full checkpoint there, and
+    ``Workbench.checkpoint_request`` follows it to the saved folder; training goes on to its
+    final model."""
+    from backend.api import Workbench
+    from backend.stages.sft import SFTStageConfig
+
+    wb = Workbench()
+    config = SFTStageConfig.from_dict({"model_path": tiny_model_dir, "steps": 3,
+                                       "batch_size": 2, "save_steps": 1000, "examples": 8,
+                                       "eval_problems": 0}).to_dict()
+    run = wb.store.create_run("t", "test", "smoke", {}, [StageSpec("sft", "SFT", config)])
+    stage_id = run.stages[0].id
+    wb.store.update_stage(stage_id, output_dir=str(tmp_path / "out"))
+    wb.store.add_command(stage_id, "checkpoint")
+    context = StageContext(wb.store, wb.store.get_stage(stage_id), wb.store.get_run(run.id),
+                           STAGE_KINDS["sft"])
+    try:
+        context._tick()  # fetch the command now, so it is applied at step 1 (not racing)
+        STAGE_KINDS["sft"].run(context)
+    finally:
+        context.close()
+    request = wb.checkpoint_request(stage_id)
+    assert (request.applied_step, request.saved_step) == (1, 1)
+    assert request.saved_path == str(tmp_path / "out" / "checkpoint-1")
+    assert (Path(request.saved_path) / "optimizer.pt").is_file()  # resumable, not weights only
+    assert request.describe().endswith(f"saved at step 1: {request.saved_path}")
+    saved = [(c.kind, c.step) for c in wb.store.checkpoints(stage_id)]
+    assert saved[0] == ("trainer", 1) and saved[-1] == ("final", 3)  # (and the Trainer's own at 3)
