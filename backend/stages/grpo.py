@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import ModelArtifact, ProblemSource
+from backend.generation import check_generation_backend
 from backend.stages.common import (ConfigError, check_data_path, check_model_path,
                                    TimeBudgetConfig, check_positive, seed_everything,
                                    trainer_args)
@@ -101,6 +102,12 @@ class GRPOStageConfig(TimeBudgetConfig):
     eval_problems: int = field(default=200, metadata={"help": "Held-out problems in the quick eval."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
     record_groups: bool = field(default=True, metadata={"help": "Record every group and rollout."})
+    generation_backend: str = field(default="hf", metadata={
+        "help": "What generates the rollouts: hf (transformers inside TRL) | vllm (TRL's "
+                "use_vllm in colocate mode: a vLLM engine in this process, weights synced "
+                "every step; needs requirements-vllm.txt; on CPU the engine's first start "
+                "compiles for minutes).",
+        "choices": ["hf", "vllm"]})
     # Synthetic task (used when dataset is empty and no earlier stage provides problems).
     min_digits: int = field(default=1, metadata={"help": "Synthetic task: fewest digits."})
     max_digits: int = field(default=3, metadata={"help": "Synthetic task: most digits."})
@@ -117,6 +124,10 @@ class GRPOStageConfig(TimeBudgetConfig):
                        "eval_problems")
         check_model_path("model_path", self.model_path)
         check_data_path("dataset", self.dataset)
+        try:  # vLLM's CPU kernels run only some head sizes: say so now, not at engine start
+            check_generation_backend(self.generation_backend, self.model_path)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.answer_format not in ("auto", "gsm8k", "boxed", "plain"):
             raise ConfigError("answer_format must be auto, gsm8k, boxed or plain")
         if self.eval_every < 0:
@@ -398,6 +409,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir):
         scale_rewards=cfg.scale_rewards,
         reward_weights=list(cfg.reward_weights),
         logging_steps=1,
+        # generation_backend=vllm: TRL's own vLLM path. Colocate mode (an engine in this
+        # process, weights loaded into it every step) works on CPU and on one GPU; TRL's
+        # server mode syncs weights over NCCL, so it is CUDA-only.
+        **({"use_vllm": True, "vllm_mode": "colocate"} if cfg.generation_backend == "vllm"
+           else {}),
     )
 
 
@@ -451,6 +467,11 @@ def run(ctx: StageContext) -> dict:
               f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}"
               + (f"; {len(general):,} general prompts mixed in" if general else ""))
 
+    if cfg.generation_backend == "vllm":  # TRL's own error would not suggest the hf backend
+        from backend.generation import require_vllm
+        require_vllm()
+        ctx.event("rollouts: vLLM in colocate mode (TRL use_vllm); the engine starts with the "
+                  "trainer")
     trainer = _recording_trainer_class()(
         model=model, reward_funcs=reward_funcs, reward_processing_classes=reward_classes,
         args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
