@@ -222,6 +222,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "reward_model": {"steps": 4, "batch_size": 8, "pairs": 32},
         "distill": {"steps": 4, "batch_size": 8, "max_completion_length": 24, "eval_every": 2,
                     "eval_problems": 10, "save_steps": 2},
+        # Recipe distill: a smoke teacher writes no correct trace, so auto-accepting would
+        # leave nothing to train on; the run waits for review instead (accept rows by hand).
+        "sft_student": {"auto_accept": False},
     },
 }
 

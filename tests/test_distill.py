@@ -324,4 +324,38 @@ def test_distill_recipe_smoke_preset_and_a_stored_run(db_url):
     stages = {s.key: s for s in run.stages}
     assert stages["logit_student"].config["steps"] == PRESETS["smoke"]["distill"]["steps"]
     assert stages["rl_student"].config["time_budget_s"] == 30
-    assert stages["sft_student"].config["auto_accept"] is True
+    # a smoke teacher writes no correct trace: the run waits for review rather than fail
+    assert stages["sft_student"].config["auto_accept"] is False
+    tiny = _by_key(build_stages("distill", "tiny", {}))
+    assert tiny["sft_student"].config["auto_accept"] is True  # headless by default
+
+
+@pytest.mark.slow
+def test_distill_recipe_runs_end_to_end_on_the_smoke_preset(db_url):
+    """Every stage of the recipe through the real runner: the run waits for review of the
+    teacher's traces, a reviewer accepts them all, and the three students train and are
+    evaluated with the teacher."""
+    wb = Workbench(db_url)
+    run = wb.create_run("distill", "smoke")
+    sft = _stage(wb, run.id, "sft_student")
+    waiting = wait_for(lambda: (s := wb.get_stage(sft.id)).status in ("waiting", *DONE) and s,
+                       1500, interval=2, what="the SFT student to wait for review")
+    assert waiting.status == "waiting", [(s.key, s.status, s.error)
+                                         for s in wb.get_run(run.id).stages]
+    ds = waiting.summary["waiting_for_dataset"]
+    wb.bulk_review(ds, None, ACCEPTED, author="reviewer")
+    wb.mark_ready(ds, author="reviewer")
+    wait_for(lambda: wb.get_run(run.id).status in DONE, 1500, interval=2, what="the run")
+    stages = {s.key: s for s in wb.get_run(run.id).stages}
+    assert {k: s.status for k, s in stages.items()} == {k: "completed" for k in stages}, [
+        (s.key, s.error) for s in stages.values() if s.error]
+    for key in STUDENTS:
+        summary = stages[key].summary
+        assert summary["cpu_s"] > 0 and summary["time_budget_s"] > 0, key
+        assert stages[key].outputs["model"]["path"] != stages["student_base"].outputs[
+            "model"]["path"]
+    for key in ("eval_teacher", "eval_sft", "eval_logit", "eval_rl"):
+        assert stages[key].summary["final"]["model_path"] == stages[
+            stages[key].inputs["model"].partition(".")[0]].outputs["model"]["path"]
+        assert 0 <= stages[key].summary["final"]["greedy_pass@1"] <= 1
+        assert stages[key].summary["process_cpu_s"] > 0
