@@ -138,7 +138,9 @@ class VLLMGenerator(Generator):
 
     The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): no engine
     process to spawn or leak, no ``__main__`` guard needed, and on a small CPU machine
-    overlapping scheduling with the forward pass gains nothing.
+    overlapping scheduling with the forward pass gains nothing. In this process vLLM's CPU
+    worker then binds the OpenMP threads to the allowed cores and turns
+    ``torch.set_num_threads`` into a warning; :meth:`close` puts the function back.
     ``engine_kwargs`` go to ``vllm.LLM`` as they are (``gpu_memory_utilization`` on a GPU).
     """
 
@@ -161,6 +163,9 @@ class VLLMGenerator(Generator):
         # CPU engines reserve their KV cache up front (VLLM_CPU_KVCACHE_SPACE, GiB); the
         # default of 4 GiB is more than a tiny model's 256-token sequences ever use.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+        import torch
+
+        self._set_num_threads = torch.set_num_threads  # vLLM's CPU worker replaces it
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -214,6 +219,9 @@ class VLLMGenerator(Generator):
         if llm is None:
             return
         self.llm = None
+        import torch
+
+        torch.set_num_threads = self._set_num_threads
         engine = getattr(llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
