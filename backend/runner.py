@@ -22,6 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
+from sqlalchemy.engine import make_url
+
 from storage import Store, data_home
 from storage import records as r
 from storage.store import now
@@ -30,10 +32,17 @@ STALE_SECONDS = 60.0  # a worker on another host is dead after this long without
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+def _db_args(url: str) -> list[str]:
+    """``--db URL`` for the child's command line, unless the URL holds a password: command
+    lines are world-readable (``ps``), so such a URL travels in the environment only."""
+    return [] if make_url(url).password else ["--db", url]
+
+
+def _spawn(args: list[str], log_path: Path, db_url: str) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab", buffering=0)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "R1WB_DB_URL": db_url}
     # Read by torch / OpenMP when the worker starts; a user's own OMP_WAIT_POLICY wins. Passive
     # waits: on a 2-core machine, torch's spinning OpenMP threads stalled whenever the UI took
     # a core, and merely watching a page in a browser cut tiny GRPO from ~3.3 to 0.3-0.4
@@ -61,8 +70,8 @@ def start_pipeline(store: Store, run_id: int) -> int:
     if run.runner_pid and pid_alive(run.runner_pid):
         return run.runner_pid
     # The runner claims the run itself (compare-and-set), so a second one exits at once.
-    proc = _spawn(["_pipeline", "--db", store.url, "--run", str(run_id)],
-                  run_dir(run_id) / "pipeline.log")
+    proc = _spawn(["_pipeline", *_db_args(store.url), "--run", str(run_id)],
+                  run_dir(run_id) / "pipeline.log", store.url)
     return proc.pid
 
 
@@ -158,7 +167,8 @@ def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> tuple[int, int]:
     store.update_stage(stage.id, output_dir=str(out), log_path=str(log_path))
     store.add_event(run.id, f"starting stage {stage.position + 1}/{len(run.stages)}: "
                             f"{stage.name}", stage_id=stage.id)
-    proc = _spawn(["_worker", "--db", store.url, "--stage", str(stage.id)], log_path)
+    proc = _spawn(["_worker", *_db_args(store.url), "--stage", str(stage.id)], log_path,
+                  store.url)
     while True:
         code = proc.poll()
         if code is not None:

@@ -15,7 +15,7 @@ from pages.common import (COMPLETED, CONFIG_COLUMNS, RESUMABLE_STATES, config_fr
 wb = workbench()
 
 st.title("Runs")
-st.caption(f"Database: `{wb.store.url}`. Training runs in background processes: closing "
+st.caption(f"Database: `{wb.store.display_url}`. Training runs in background processes: closing "
            f"this tab or restarting the UI does not stop it.")
 show_flashes()
 
