@@ -372,9 +372,10 @@ class ModelServer:
     """One model process and the pipes to it. Requests go one at a time (a lock); replies are
     read by a thread into a queue, so every wait has a timeout."""
 
-    def __init__(self, path: str, idle_seconds: float = IDLE_SECONDS,
+    def __init__(self, path: str, idle_seconds: Optional[float] = None,
                  load_seconds: float = LOAD_SECONDS):
         self.path = path
+        idle_seconds = IDLE_SECONDS if idle_seconds is None else idle_seconds
         self._lock = threading.Lock()
         self._next_id = 0
         self._replies: queue.Queue[Optional[dict[str, Any]]] = queue.Queue()

@@ -192,3 +192,17 @@ def test_a_checkpoint_that_cannot_be_loaded_says_why(home, tmp_path):
     with pytest.raises(PlaygroundError, match="Cannot load the checkpoint .*broken"):
         list(Workbench.playground_stream(str(broken), "1+1="))
     assert playground.live_models() == []
+
+
+@pytest.mark.slow
+def test_an_idle_model_process_exits_and_the_next_question_starts_a_new_one(home, tiny_model_dir,
+                                                                           monkeypatch):
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(playground, "IDLE_SECONDS", 2.0)
+    server = playground.server_for(tiny_model_dir)
+    wait_for(lambda: not server.alive(), timeout=60, what="the idle model process to exit")
+    assert playground.live_models() == []
+    events = list(Workbench.playground_stream(tiny_model_dir, "1+1=", max_new_tokens=4, seed=0))
+    assert events[-1].kind == "done"  # a fresh process answered
+    assert playground.server_for(tiny_model_dir) is not server
