@@ -82,6 +82,7 @@ def bench_model(info: dict, args) -> dict:
     started = time.perf_counter()
     fast = open_generator("vllm", info["path"])
     info["engine_start_s"] = time.perf_counter() - started
+    info["vllm_dtype"] = fast.dtype
     fast.samples(texts[:2], max_new_tokens=8, temperature=1.0, num_samples=2)  # warm-up
     hf.samples(texts[:2], max_new_tokens=8, temperature=1.0, num_samples=2)
     runs = {"hf": [], "vllm": []}
@@ -150,7 +151,8 @@ def main() -> None:
         "",
         f"Workload: {args.prompts} prompts x G={args.group} sampled completions (temperature "
         f"1.0) of exactly {args.tokens} tokens = {args.prompts * args.group * args.tokens:,} "
-        f"tokens per call, through `backend.generation` (`HFGenerator`, `VLLMGenerator`); "
+        f"tokens per call, through `backend.generation` (`HFGenerator`, `VLLMGenerator`, "
+        f"both float32: vLLM dtype {results[0]['vllm_dtype']}); "
         f"randomly initialised Qwen2 models; median of {args.rounds} alternating rounds.",
         "",
         "| model | hf tokens/s | vllm tokens/s | vllm / hf | target | met | vLLM engine start s |",
