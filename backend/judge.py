@@ -113,6 +113,20 @@ def check_template(template: str) -> None:
                          f"this one lacks {' and '.join(missing)}")
 
 
+_SUMMARY = re.compile(re.escape(THINK_CLOSE) + r".*?(?=<answer>)", re.DOTALL)
+
+
+def without_summary(candidate: str) -> str:
+    """The candidate without the readable summary between ``</think>`` and ``<answer>``.
+
+    The tiny judge learned its verdicts on completions without one (``judge_examples``) and
+    only compares the final answer with the reference; shown a cold-start style summary
+    (``</think>=122<answer>122</answer>``) it misread the answer's digits and called 95% of
+    right answers wrong (run of 2026-12-01: agreement with the rule 27.7% -> 77.7% on the same
+    202 candidates once the summary is left out, docs/results_r1.md)."""
+    return _SUMMARY.sub(THINK_CLOSE, candidate)
+
+
 def render_prompt(template: str, item: JudgeItem) -> str:
     """The template with its three placeholders filled (other braces are left alone)."""
     text = template
@@ -237,6 +251,9 @@ class LocalJudge(Judge):
         self.batch_size = batch_size
 
     def prompts(self, items: Sequence[JudgeItem]) -> list[str]:
+        if self.template == TINY_TEMPLATE:
+            items = [JudgeItem(i.question, i.reference, without_summary(i.candidate))
+                     for i in items]
         return [self.format.render(render_prompt(self.template, item), self.tokenizer)
                 for item in items]
 

@@ -312,3 +312,22 @@ def test_judge_stage_teaches_the_verdict_format_parse_verdict_reads(template, ve
     text = verdict_completion(template, "<think>3+4+0=7</think><answer>7</answer>", reference,
                               verdict)
     assert text == expected and parse_verdict(text) is verdict
+
+
+@pytest.mark.parametrize("candidate, shown", [
+    # The cold-start form: the readable summary is not shown to the tiny judge.
+    ("<think>9+3+0=12,2+9+1=12</think>=122<answer>122</answer>",
+     "<think>9+3+0=12,2+9+1=12</think><answer>122</answer>"),
+    ("<think>1+1+0=2</think>\nSo 2.\n<answer>2</answer>", "<think>1+1+0=2</think><answer>2</answer>"),
+    # Nothing to drop: no summary, no answer tag, no thought.
+    ("<think>1+1+0=2</think><answer>2</answer>", "<think>1+1+0=2</think><answer>2</answer>"),
+    ("<think>1+1+0=2</think>2", "<think>1+1+0=2</think>2"),
+    ("<answer>7</answer>", "<answer>7</answer>"),
+])
+def test_the_tiny_judge_sees_candidates_without_the_readable_summary(candidate, shown):
+    from backend.judge import without_summary
+
+    assert without_summary(candidate) == shown
+    # The verdict the judge is taught is unchanged: the final answer is the same.
+    assert tiny_rationale(without_summary(candidate), "122", True) == \
+        tiny_rationale(candidate, "122", True)
