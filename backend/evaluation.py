@@ -150,8 +150,11 @@ def score_completions(problems: Sequence[Problem], completions: Sequence[Sequenc
         votes = vote(extracted)
         cluster_of = {i: c for c, v in enumerate(votes) for i in v["samples"]}
         # None only for a language the reward does not score (refused at config time)
+        # A problem's own target language wins (the two-script task names it per prompt).
+        meta = problem.meta or {}
         language_sum += sum(x for x in language_consistency(
-            [problem.prompt] * len(outs), outs, language) if x is not None)
+            [problem.prompt] * len(outs), outs, meta.get("language") or language,
+            digit_language=meta.get("digit_language")) if x is not None)
         for text in outs:
             thought, _ = split_think_answer(text)
             if thought is not None and THINK_OPEN in text:

@@ -128,7 +128,11 @@ Caveat: within minutes most of the gain comes from the
 model switching into its `<think>` mode on every problem, not from better reasoning inside it.
 """
     out = DOCS / "results.md"
-    out.write_text(text)
+    # This script owns the R1-Zero part at the top (no "## " heading in it); the sections other
+    # benchmarks add below it ("## ..."), e.g. distillation and reflections, are kept.
+    old = out.read_text() if out.exists() else ""
+    rest = old[old.index("\n## "):] if "\n## " in old else ""
+    out.write_text(text.rstrip("\n") + "\n" + rest)
     return out
 
 

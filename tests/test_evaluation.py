@@ -232,6 +232,18 @@ def test_language_consistency_and_reasoning_length():
     assert zh["language"] == pytest.approx((0 + 4 / 6 + 1 + 1) / 4)
 
 
+def test_a_problems_own_target_language_decides_its_consistency():
+    """The two-script task names the target per prompt: numerals are on target for a 中 prompt,
+    digits for a plain one, whatever the evaluation's default language."""
+    completions = [["<think>八+三+〇=一一</think><answer>11</answer>"],
+                   ["<think>8+3+0=11</think><answer>11</answer>"]]
+    zh = Problem("中8+3=", "11", {"language": "zh", "digit_language": "en"})
+    en = Problem("8+3=", "11", {"language": "en", "digit_language": "en"})
+    assert score_completions([zh, en], completions)["language"] == pytest.approx(1.0)
+    # swapped: each CoT is wholly in the other script
+    assert score_completions([zh, en], completions[::-1])["language"] == pytest.approx(0.0)
+
+
 def test_no_thought_anywhere_means_zero_reasoning_length():
     result = score_completions([Problem("1+1=", "2")], [[tagged("2").split("</think>")[1]]])
     assert result["reasoning_chars"] == 0.0

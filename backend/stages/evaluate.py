@@ -241,7 +241,8 @@ def run(ctx: StageContext) -> dict:
         if fmt is None:
             fmt = resolve_format(cfg.prompt_template, tokenizer)
         for template, examples in templates.items():
-            problems = [Problem(render_few_shot(fmt, p.prompt, tokenizer, examples), p.answer)
+            problems = [Problem(render_few_shot(fmt, p.prompt, tokenizer, examples), p.answer,
+                                p.meta)
                         for p in heldout]
             _check_fits(model, tokenizer, [p.prompt for p in problems], cfg.max_new_tokens,
                         template)
