@@ -310,6 +310,32 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
     return trainer
 
 
+def quick_eval_callback(ctx: StageContext, trainer: Any, tokenizer: Any, heldout: list,
+                        max_new_tokens: int, every: int):
+    """A TrainerCallback scoring ``heldout`` greedily at step 0 and every ``every`` steps
+    (0 = never), logged as ``eval/*`` metrics: the held-out accuracy curve the Live training
+    and Compare pages draw against steps."""
+    from transformers import TrainerCallback
+
+    from backend.evaluation import evaluate
+
+    def run_eval(step: int) -> None:
+        report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=max_new_tokens)
+        ctx.log_metrics(step, {f"eval/{k}": v for k, v in report.items()
+                               if isinstance(v, float)})
+
+    class QuickEval(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if every and state.global_step == 0:
+                run_eval(0)
+
+        def on_step_end(self, args, state, control, **kw):
+            if every and state.global_step % every == 0:
+                run_eval(state.global_step)
+
+    return QuickEval()
+
+
 def train_and_save(ctx: StageContext, trainer: Any, tokenizer: Any = None, *,
                    final_dir: Optional[Path] = None, files: Optional[dict[str, str]] = None,
                    after_train: Optional[Callable[[], None]] = None) -> Path:

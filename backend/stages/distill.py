@@ -30,7 +30,8 @@ from backend.contract import ModelArtifact, ProblemSource
 from backend.stages.common import (ConfigError, TimeBudgetConfig, check_data_path,
                                    check_model_path, check_positive, seed_everything,
                                    trainer_args)
-from backend.stages.context import StageContext, attach_trainer, train_and_save
+from backend.stages.context import (StageContext, attach_trainer, quick_eval_callback,
+                                    train_and_save)
 
 
 @dataclass
@@ -251,27 +252,14 @@ def run(ctx: StageContext) -> dict:
         processing_class=tokenizer)
     attach_trainer(ctx, trainer, distill_setters(trainer))
 
-    class QuickEval(TrainerCallback):
-        """Held-out accuracy against steps: the curve the Compare page overlays."""
+    trainer.add_callback(quick_eval_callback(ctx, trainer, tokenizer, heldout,
+                                             cfg.max_completion_length, cfg.eval_every))
 
-        def _eval(self, step: int) -> None:
-            report = evaluate(trainer.model, tokenizer, heldout,
-                              max_new_tokens=cfg.max_completion_length)
-            ctx.log_metrics(step, {f"eval/{k}": v for k, v in report.items()
-                                   if isinstance(v, float)})
-
-        def on_train_begin(self, args, state, control, **kw):
-            if cfg.eval_every and state.global_step == 0:
-                self._eval(0)
-
-        def on_step_end(self, args, state, control, **kw):
-            if cfg.eval_every and state.global_step % cfg.eval_every == 0:
-                self._eval(state.global_step)
-
+    class SteerMetrics(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             ctx.log_metrics(state.global_step + 1, {"steer/temperature": trainer.temperature})
 
-    trainer.add_callback(QuickEval())
+    trainer.add_callback(SteerMetrics())
     final_dir = train_and_save(ctx, trainer, tokenizer)
     report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=cfg.max_completion_length)
     ctx.log_metrics(trainer.state.global_step, {f"eval/{k}": v for k, v in report.items()

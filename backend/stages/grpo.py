@@ -30,7 +30,8 @@ from backend.generation import check_generation_backend
 from backend.stages.common import (ConfigError, check_data_path, check_model_path,
                                    TimeBudgetConfig, check_positive, seed_everything,
                                    trainer_args)
-from backend.stages.context import StageContext, StageStopped, attach_trainer
+from backend.stages.context import (StageContext, attach_trainer, quick_eval_callback,
+                                    train_and_save)
 
 
 @dataclass
@@ -482,44 +483,18 @@ def run(ctx: StageContext) -> dict:
     attach_trainer(ctx, trainer, grpo_setters(trainer))
 
     trainer.add_callback(steer_metrics_callback(ctx, trainer))
-    from transformers import TrainerCallback
-
-    class QuickEval(TrainerCallback):
-        def _eval(self, step: int) -> None:
-            report = evaluate(trainer.model, tokenizer, heldout,
-                              max_new_tokens=cfg.max_completion_length)
-            ctx.log_metrics(step, {f"eval/{k}": v for k, v in report.items()
-                                   if isinstance(v, float)})
-
-        def on_train_begin(self, args, state, control, **kw):
-            if cfg.eval_every and state.global_step == 0:
-                self._eval(0)
-
-        def on_step_end(self, args, state, control, **kw):
-            if cfg.eval_every and state.global_step % cfg.eval_every == 0:
-                self._eval(state.global_step)
-
-    trainer.add_callback(QuickEval())
-    try:
-        trainer.train(resume_from_checkpoint=ctx.resume_checkpoint)
-    finally:
-        if writer is not None:
-            writer.close()
-    if ctx.stop_requested:
-        raise StageStopped()
-
-    final_dir = ctx.output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    ctx.checkpoint_saved(cfg.steps, str(final_dir), kind="final")
+    trainer.add_callback(quick_eval_callback(ctx, trainer, tokenizer, heldout,
+                                             cfg.max_completion_length, cfg.eval_every))
+    final_dir = train_and_save(ctx, trainer, tokenizer,
+                               after_train=writer.close if writer is not None else None)
     report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=cfg.max_completion_length)
     if general and not cfg.general_prompts_file:
         # How the policy answers general requests it never trained on (refusal rates).
         report.update(general_behaviour(trainer.model, tokenizer, fmt,
                                         cfg.general_rows(source, cfg.eval_problems, heldout=True),
                                         cfg.max_completion_length))
-        ctx.log_metrics(cfg.steps, {f"eval/{k}": v for k, v in report.items()
-                                    if k.startswith("refusal_")})
+        ctx.log_metrics(trainer.state.global_step, {f"eval/{k}": v for k, v in report.items()
+                                                    if k.startswith("refusal_")})
     ctx.summary({**{k: v for k, v in report.items() if k not in ("examples", "per_problem")},
                  **source.describe(), "problems": len(heldout)})
     ctx.event(f"final held-out accuracy {report['accuracy']:.1%}, think used "
