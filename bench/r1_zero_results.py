@@ -80,7 +80,8 @@ def write(wb: Workbench, run_id: int) -> Path:
     rows = [
         ("greedy pass@1 (strict: answer inside `<answer>`)", "greedy_pass@1"),
         ("greedy, any final number (lenient)", "greedy_lenient"),
-        (f"sampled pass@1 (mean of {k} at T=0.7)", "sampled_pass@1"),
+        (f"sampled pass@1 (mean of {k} at T={s.get('temperature', 0.7)}, top-p "
+         f"{s.get('top_p', 1.0)})", "sampled_pass@1"),
         (f"cons@{k} (majority vote)", f"cons@{k}"),
         ("`<think>` used (greedy)", "think_rate"),
     ]
