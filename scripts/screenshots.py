@@ -26,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training", "Live steering"),
          "groups": ("groups", "Groups of step"), "pipeline": ("pipeline", "Pipeline"),
          "curation": ("curation", "Pending"), "compare": ("compare", "Training curves"),
-         "playground": ("playground", "Your prompt")}
+         "playground": ("playground", "Your prompt"), "evaluation": ("evaluation", "Problems")}
 
 
 def free_port() -> int:
