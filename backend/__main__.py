@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="worked examples in the prompt; 0,4 scores both templates")
     sp.add_argument("--problems", type=int, default=None, help="held-out problems to score")
     sp.add_argument("--max-new-tokens", type=int, default=None)
+    sp.add_argument("--backend", choices=("hf", "vllm"), default=None,
+                    help="generation backend (default hf; vllm needs requirements-vllm.txt)")
     sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="any other evaluate setting (prompt_column=problem, ...)")
     sp.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -158,7 +160,8 @@ def _eval(wb, args, parse_sets) -> int:
         args.checkpoint, task=args.task, dataset=args.dataset, k=args.k,
         temperature=args.temperature, top_p=args.top_p, few_shot=args.few_shot,
         problems=args.problems, max_new_tokens=args.max_new_tokens,
-        sets=parse_sets(args.sets))
+        sets={**parse_sets(args.sets),
+              **({"generation_backend": args.backend} if args.backend else {})})
     print(f"evaluation run {run.id} started", file=sys.stderr, flush=True)
     last = None
     while True:

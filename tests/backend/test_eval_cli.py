@@ -80,3 +80,21 @@ def test_eval_json_on_a_smoke_checkpoint(home, smoke_checkpoint, capsys):
     assert len(problems) == 6 and all(p["k"] == 3 for p in problems)
     cons = sum(not p["failed"] for p in problems) / 6
     assert cons == pytest.approx(report["cons@k"])
+
+
+def test_backend_flag_reaches_the_stage_and_a_head_size_vllm_cannot_run_is_refused(
+        home, tmp_path, capsys):
+    """`eval --backend vllm` is the stage's generation_backend: a model whose head size vLLM's
+    CPU attention rejects (16) is refused before anything is created, naming the way out."""
+    from backend.models import TinyModelSpec, build_tiny_model, build_tokenizer
+
+    folder = tmp_path / "head16"
+    tok = build_tokenizer()
+    build_tiny_model(TinyModelSpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=64), tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert main(["eval", str(folder), "--backend", "vllm"]) == 2
+    assert "generation_backend=hf" in capsys.readouterr().err
+    assert Workbench().list_runs() == []
+    with pytest.raises(SystemExit):  # argparse: only the known backends
+        main(["eval", str(folder), "--backend", "tpu"])
