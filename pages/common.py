@@ -401,3 +401,36 @@ CONFIG_COLUMNS = {
     "value": st.column_config.TextColumn("Value", width="small"),
     "help": st.column_config.TextColumn("What it does", width="large"),
 }
+
+
+# -- charts: plain Plotly specs (dicts; building go.Figure objects costs more than the query) --
+# Readable on Streamlit's light and dark themes alike: charts are drawn without Streamlit's
+# theme (``theme=None``: the browser skips restyling every figure on every redraw).
+CHART_MUTED, CHART_GRID = "#808080", "rgba(128,128,128,0.25)"
+
+
+def line_trace(x: list, y: list, name: str, color: str) -> dict:
+    """One curve; markers only while there are few points."""
+    return {"type": "scatter", "x": list(x), "y": list(y), "name": name,
+            "mode": "lines+markers" if len(x) <= 30 else "lines", "marker": {"size": 5},
+            "line": {"color": color, "width": 2}}
+
+
+def chart_layout(title: str, *, height: int, margin_right: int = 10, margin_bottom: int = 30,
+                 legend_y: float = -0.12, percent: bool = False) -> dict[str, Any]:
+    """The layout every small line chart shares (no theme, transparent, legend below);
+    callers add their axis ranges and titles to ``xaxis`` / ``yaxis``."""
+    axis = {"gridcolor": CHART_GRID, "zerolinecolor": CHART_GRID, "linecolor": CHART_GRID}
+    return {
+        "template": "none", "height": height,
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+        "font": {"color": CHART_MUTED, "size": 11},
+        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "y": 0.97},
+        "margin": {"l": 40, "r": margin_right, "t": 36, "b": margin_bottom},
+        "legend": {"orientation": "h", "yanchor": "top", "y": legend_y, "xanchor": "left",
+                   "x": 0, "font": {"size": 10}},
+        "hovermode": "x unified",
+        "xaxis": dict(axis),
+        "yaxis": {**axis, **({"tickformat": ".0%", "rangemode": "tozero"} if percent else {})},
+        "shapes": [], "annotations": [],
+    }

@@ -14,7 +14,8 @@ from typing import Any, Optional
 import pandas as pd
 import streamlit as st
 
-from pages.common import show_flashes, status_badge, workbench
+from pages.common import (CHART_MUTED, chart_layout, line_trace, show_flashes, status_badge,
+                          workbench)
 
 wb = workbench()
 
@@ -25,7 +26,6 @@ DEFAULT_RUNS = 4  # runs preselected when the URL names none
 CHART_HEIGHT = 320
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
-MUTED, GRID = "#808080", "rgba(128,128,128,0.25)"
 BEST_STYLE = "font-weight: 700; background-color: rgba(255, 196, 0, 0.28)"
 X_AXES = {"step": "Step", "time": "Training time"}
 # The Evaluation page (per-problem results) when this install has it.
@@ -151,26 +151,12 @@ def curve_chart(title: str, curves: list[Any], x_axis: str, colors: dict[str, st
             continue
         if x_axis == "time":
             xs = [s / 60 for s in xs]
-        data.append({"type": "scatter", "x": list(xs), "y": list(curve.values),
-                     "name": curve.label, "mode": "lines+markers" if len(xs) <= 30 else "lines",
-                     "marker": {"size": 5},
-                     "line": {"color": colors.get(curve.label, MUTED), "width": 2}})
-    axis = {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID}
-    layout: dict[str, Any] = {
-        "template": "none", "height": CHART_HEIGHT,
-        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-        "font": {"color": MUTED, "size": 11},
-        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "y": 0.97},
-        "margin": {"l": 40, "r": 10, "t": 36, "b": 40},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0,
-                   "font": {"size": 10}},
-        "hovermode": "x unified", "showlegend": True,
-        "xaxis": {**axis, "title": {"text": "step" if x_axis == "step"
-                                    else "training time (min)", "font": {"size": 10}},
-                  "rangemode": "tozero"},
-        "yaxis": {**axis, **({"tickformat": ".0%", "rangemode": "tozero"} if percent else {})},
-        "annotations": [],
-    }
+        data.append(line_trace(xs, curve.values, curve.label, colors.get(curve.label, CHART_MUTED)))
+    layout = chart_layout(title, height=CHART_HEIGHT, margin_bottom=40, legend_y=-0.18,
+                          percent=percent)
+    layout["showlegend"] = True
+    layout["xaxis"].update(title={"text": "step" if x_axis == "step" else "training time (min)",
+                                  "font": {"size": 10}}, rangemode="tozero")
     if not data:
         layout["annotations"].append({
             "text": "not logged by these runs" if x_axis == "step"

@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import (ACTIVE_STATES, CHART_SECONDS, PAUSED, QUEUED, RUNNING, WAITING,
+                          chart_layout, line_trace,
                           command_label,
                           control, live_summary, local_time, pick_stage_of_kind, poll_period,
                           rerun_if_deleted, show_flashes, stage_title, watched_stage, workbench)
@@ -44,9 +45,6 @@ DEFAULT_REFRESH = f"{CHART_SECONDS} s"
 TILES = ["reward", "eval/accuracy", "completions/mean_length", "frac_reward_zero_std"]
 PALETTE = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 MARKER = "#d62728"
-# Readable on Streamlit's light and dark themes alike: charts are drawn without Streamlit's
-# theme (``theme=None``: the browser skips restyling every figure on every redraw).
-MUTED, GRID = "#808080", "rgba(128,128,128,0.25)"
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -95,25 +93,12 @@ def chart(title: str, table: dict, lines: list[tuple[str, str]], markers: list[t
         steps, values = table.get(name, ((), ()))
         if not steps:
             continue
-        data.append({"type": "scatter", "x": list(steps), "y": list(values), "name": label,
-                     "mode": "lines+markers" if len(steps) <= 30 else "lines",
-                     "marker": {"size": 5},
-                     "line": {"color": PALETTE[i % len(PALETTE)], "width": 2}})
-    axis = {"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": GRID}
-    layout: dict[str, Any] = {
-        "template": "none", "height": CHART_HEIGHT,
-        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
-        "font": {"color": MUTED, "size": 11},
-        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left", "y": 0.97},
-        "margin": {"l": 40, "r": 40 if right else 10, "t": 36, "b": 30},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "xanchor": "left", "x": 0,
-                   "font": {"size": 10}},
-        "hovermode": "x unified",
-        "xaxis": {**axis, "range": [-0.02 * x_max, x_max * 1.02 + 0.5]},
-        "yaxis": {**axis, **({"tickformat": ".0%", "rangemode": "tozero"} if percent else {}),
-                  **({"tickformat": ".1e", "rangemode": "tozero"} if sci else {})},
-        "shapes": [], "annotations": [],
-    }
+        data.append(line_trace(steps, values, label, PALETTE[i % len(PALETTE)]))
+    layout = chart_layout(title, height=CHART_HEIGHT, margin_right=40 if right else 10,
+                          percent=percent)
+    layout["xaxis"]["range"] = [-0.02 * x_max, x_max * 1.02 + 0.5]
+    if sci:
+        layout["yaxis"].update(tickformat=".1e", rangemode="tozero")
     if right is not None:
         steps, values = table.get(right[0], ((), ()))
         if steps:
