@@ -391,8 +391,9 @@ st.fragment(rerun_if_deleted(live_panel), run_every=poll_period(stage.status))(
     stage_id, stage.status)
 # While the stage runs: the live parameters its kind declares (the same form as Live
 # training), redrawn with the new values when a change is applied (an event reruns the page).
-# Not while an SFT stage waits for review: no trainer exists yet to take a learning rate.
-if stage.status in (RUNNING, PAUSED):
+# Also while an SFT stage waits for review: its worker stores the change and training starts
+# with it.
+if stage.status in ACTIVE_STATES:
     steering_form(stage)
 eval_results(stage)
 

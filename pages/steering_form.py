@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from backend.api import ConfigError, StoreError, WorkbenchError
-from pages.common import ACTIVE_STATES, workbench
+from pages.common import ACTIVE_STATES, WAITING, workbench
 
 LABELS = {"temperature": "Temperature", "beta": "KL beta", "learning_rate": "Learning rate"}
 FORMATS = {"learning_rate": "%.2e", "beta": "%.3f"}
@@ -69,7 +69,7 @@ def send(stage_id: int, payload: dict[str, Any]) -> None:
 
 def steering_form(stage: Any, title: str = "Live steering") -> None:
     """The form for ``stage``'s declared live parameters (nothing for a kind without any),
-    enabled while the stage is running or paused."""
+    enabled while the stage is running, paused or waiting for review."""
     params = workbench().live_params(stage.kind)
     if not params:
         return
@@ -108,6 +108,10 @@ def steering_form(stage: Any, title: str = "Live steering") -> None:
                                           disabled=not live, icon=":material/tune:")
     if not live:
         st.caption(f"Steering needs a running or paused stage (this one is {stage.status}).")
+    elif stage.status == WAITING:
+        # The worker is alive and takes the change now; no trainer exists yet to use it.
+        st.caption("This stage waits for review and has not trained yet: a change you apply "
+                   "now is stored and takes effect when training starts, from its first step.")
     else:
         st.caption("Prefilled with the values the stage runs with now (refreshed when a change "
                    "is applied); every value you change is sent and takes effect at the next "

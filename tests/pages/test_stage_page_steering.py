@@ -115,6 +115,23 @@ def test_a_paused_stage_can_be_steered_before_it_resumes(store):
     assert [c.kind for c in store.commands(stage_id)] == ["set"]
 
 
+def test_an_sft_stage_waiting_for_review_can_be_steered_before_training_starts(store):
+    # Its worker is alive and stores the change; training starts with it (tests/backend
+    # test_sft: a learning rate set while waiting is used from the first step).
+    run_id, stage_id = one_stage_run(store, "sft", **(running() | {"status": "waiting",
+                                                                  "step": 0}))
+    at = stage_page(run_id, stage_id)
+    assert not at.exception
+    assert not apply_button(at).disabled
+    assert "takes effect when training starts" in texts(at.caption)
+    wanted = 2 * config_value("sft", "learning_rate")
+    number_input(at, "Learning rate").set_value(wanted)
+    apply_button(at).click()
+    at.run()
+    (cmd,) = store.commands(stage_id)
+    assert cmd.kind == "set" and cmd.payload == {"learning_rate": pytest.approx(wanted)}
+
+
 def test_a_changed_value_is_sent_as_one_set_command(store):
     run_id, stage_id = one_stage_run(store, "judge", **running())
     at = stage_page(run_id, stage_id)
@@ -168,7 +185,6 @@ def test_a_risky_value_can_be_cancelled(store):
 
 @pytest.mark.parametrize("kind, fields", [
     ("sft", dict(status="completed", step=60, total_steps=60)),  # finished: nothing to steer
-    ("sft", dict(status="waiting")),  # waiting for review: no trainer to take a change yet
     ("evaluate", {}),  # declares no live parameters
 ])
 def test_no_form_when_there_is_nothing_to_steer(store, kind, fields):
