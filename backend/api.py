@@ -84,6 +84,34 @@ class Workbench:
         from backend.stages import STAGE_CONFIGS
         return STAGE_CONFIGS[kind].help()
 
+    @staticmethod
+    def config_choices(kind: str) -> dict[str, list[str]]:
+        """The settings of a stage kind that take one of a few named values (a field's
+        ``choices`` metadata), with those values in order: the run form draws them as
+        select boxes."""
+        import dataclasses
+
+        from backend.stages import STAGE_CONFIGS
+        return {f.name: list(f.metadata["choices"])
+                for f in dataclasses.fields(STAGE_CONFIGS[kind]) if f.metadata.get("choices")}
+
+    @staticmethod
+    def generation_backend_problem(backend: str, model_path: str = "") -> Optional[str]:
+        """Why ``backend`` cannot generate here for the model at ``model_path`` (vLLM not
+        installed on this machine, where the runner starts the stage's worker; a head size
+        vLLM's CPU attention rejects), or None. Reads package metadata and the folder's
+        config.json only: never imports vLLM or torch."""
+        from backend import generation
+
+        try:
+            generation.check_backend_name(backend)
+            if backend == "vllm":
+                generation.require_vllm()
+            generation.check_generation_backend(backend, model_path)
+        except (ValueError, generation.GenerationBackendError) as exc:
+            return str(exc)
+        return None
+
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, recipe: str, preset: str = "tiny", sets: Optional[dict] = None,
                    name: Optional[str] = None, stage_configs: Optional[list[dict]] = None,

@@ -8,9 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from backend.api import ConfigError, StoreError, WorkbenchError
-from pages.common import (COMPLETED, CONFIG_COLUMNS, RESUMABLE_STATES, config_frame,
-                          edited_config, flash, local_time, show_flashes, status_badge,
-                          status_emoji, workbench)
+from pages.common import (COMPLETED, RESUMABLE_STATES, flash, local_time, show_flashes,
+                          status_badge, status_emoji, workbench)
+from pages.stage_settings import StageSettings, stage_settings
 
 wb = workbench()
 
@@ -127,18 +127,23 @@ def confirm_delete(run: Any) -> None:
         st.rerun()
 
 
-def config_tabs(specs: list[Any], key: str) -> list[pd.DataFrame]:
-    """One editable settings table per stage (inside the caller's form)."""
+def config_tabs(specs: list[Any], key: str) -> list[StageSettings]:
+    """Each stage's settings in a tab: select boxes for settings with named choices, an
+    editable table for the rest (pages/stage_settings.py)."""
     st.markdown("**Stage settings** (edit a value to change it; checked when you start "
                 "the run)")
-    tabs = st.tabs([f"{i + 1}. {spec.name}" for i, spec in enumerate(specs)])
-    edited = []
-    for i, (tab, spec) in enumerate(zip(tabs, specs)):
-        frame = config_frame(spec.config, wb.config_help(spec.kind))
-        edited.append(tab.data_editor(
-            frame, key=f"{key}_{i}", hide_index=True, disabled=["setting", "help"],
-            column_config=CONFIG_COLUMNS, height=(len(frame) + 1) * 35 + 3))
-    return edited
+    labels = [f"{i + 1}. {spec.name}" for i, spec in enumerate(specs)]
+    return [stage_settings(tab, spec.kind, spec.config, f"{key}_{i}", label)
+            for i, (tab, spec, label) in enumerate(zip(st.tabs(labels), specs, labels))]
+
+
+def stage_configs(settings: list[StageSettings]) -> list[dict[str, Any]]:
+    """The configs a user set, or ConfigError with what the form showed next to a choice
+    that cannot run here (vLLM missing...): refused now, not when the stage starts."""
+    problems = [problem for s in settings for problem in s.problems]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return [s.config() for s in settings]
 
 
 def start_once(form: str, start: Any) -> None:
@@ -198,15 +203,12 @@ def new_run_form(expanded: bool) -> None:
             st.error(f"This recipe and preset do not fit together: {exc}")
             return
         generation = st.session_state.get("new_run_generation", 0)
-        with st.form(f"new_run_form_{generation}", border=False):
-            edited = config_tabs(specs, f"config_{recipe}_{preset}_{generation}")
-            submitted = st.form_submit_button("Start run", type="primary",
-                                              icon=":material/play_arrow:")
-        if submitted:
+        settings = config_tabs(specs, f"config_{recipe}_{preset}_{generation}")
+        if st.button("Start run", type="primary", icon=":material/play_arrow:",
+                     key=f"start_run_{generation}"):
             start_once("new_run", lambda: wb.create_run(
                 recipe, preset, name=name.strip() or None,
-                stage_configs=[edited_config(spec.config, frame)
-                               for spec, frame in zip(specs, edited)]))
+                stage_configs=stage_configs(settings)))
 
 
 def clone_form(run_id: int) -> None:
@@ -224,22 +226,20 @@ def clone_form(run_id: int) -> None:
             st.caption(f"It stopped in stage {failed[0].position + 1} ({failed[0].name}): "
                        f"{failed[0].error.splitlines()[0]}")
         generation = st.session_state.get("clone_run_generation", 0)
-        with st.form(f"clone_form_{run.id}_{generation}", border=False):
-            name = st.text_input("Name (optional)", key=f"clone_name_{run.id}_{generation}",
-                                 placeholder=f"{run.name} (clone of #{run.id})")
-            edited = config_tabs(run.stages, f"clone_config_{run.id}_{generation}")
-            start_col, cancel_col, _ = st.columns([1, 1, 3])
-            submitted = start_col.form_submit_button("Start clone", type="primary",
-                                                     icon=":material/play_arrow:")
-            cancelled = cancel_col.form_submit_button("Cancel")
+        name = st.text_input("Name (optional)", key=f"clone_name_{run.id}_{generation}",
+                             placeholder=f"{run.name} (clone of #{run.id})")
+        settings = config_tabs(run.stages, f"clone_config_{run.id}_{generation}")
+        start_col, cancel_col, _ = st.columns([1, 1, 3])
+        submitted = start_col.button("Start clone", type="primary",
+                                     icon=":material/play_arrow:",
+                                     key=f"start_clone_{run.id}_{generation}")
+        cancelled = cancel_col.button("Cancel", key=f"cancel_clone_{run.id}_{generation}")
         if cancelled:
             st.session_state.pop("clone_of", None)
             st.rerun()
         if submitted:
             start_once("clone_run", lambda: wb.clone_run(
-                run.id, name=name.strip() or None,
-                stage_configs=[edited_config(s.config, frame)
-                               for s, frame in zip(run.stages, edited)]))
+                run.id, name=name.strip() or None, stage_configs=stage_configs(settings)))
 
 
 started_message()
