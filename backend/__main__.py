@@ -5,6 +5,7 @@
     python -m backend rerun STAGE_ID --set key=value     # fix a failed stage's config, run it again
     python -m backend status RUN_ID --json
     python -m backend pause|resume|stop|checkpoint STAGE_ID
+    python -m backend resume STAGE_ID --lose-progress    # its newest checkpoint is not here
     python -m backend set STAGE_ID key=value ... [--yes]
     python -m backend export-rollouts RUN_ID --out rollouts.jsonl
     python -m backend runs
@@ -34,6 +35,10 @@ import sys
 import time
 
 
+LOSE_PROGRESS_HELP = ("restart even though the stage's newest checkpoint is not on this "
+                      "machine: from the newest one here, or the start (refused otherwise)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("stage_id", type=int)
     sp.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     required=True)
+    sp.add_argument("--lose-progress", action="store_true", help=LOSE_PROGRESS_HELP)
     sp = verb("status", "a run's status")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--json", action="store_true")
@@ -68,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                         ("resume", "resume a paused stage, or restart one from its checkpoint"),
                         ("stop", "save a checkpoint and stop a stage"),
                         ("checkpoint", "save a checkpoint at the next step and go on")):
-        verb(name, help_).add_argument("stage_id", type=int)
+        sp = verb(name, help_)
+        sp.add_argument("stage_id", type=int)
+        if name == "resume":
+            sp.add_argument("--lose-progress", action="store_true", help=LOSE_PROGRESS_HELP)
     sp = verb("set", "change parameters of a running stage at its next step")
     sp.add_argument("stage_id", type=int)
     sp.add_argument("values", nargs="+", metavar="KEY=VALUE")
@@ -375,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run.id, flush=True)
             return _wait(wb, run.id) if args.wait else 0
         if args.verb == "rerun":
-            print(wb.rerun_stage(args.stage_id, parse_sets(args.sets)))
+            print(wb.rerun_stage(args.stage_id, parse_sets(args.sets),
+                                 lose_progress=args.lose_progress))
             return 0
         if args.verb == "status":
             status = wb.run_status(args.run_id)
@@ -388,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             for run in wb.list_runs():
                 print(f"{run.id}\t{run.status}\t{run.recipe}\t{run.name}\t{run.created_at:%Y-%m-%d %H:%M}")
             return 0
-        if args.verb in ("pause", "resume", "stop", "checkpoint"):
+        if args.verb == "resume":
+            print(wb.resume(args.stage_id, lose_progress=args.lose_progress))
+            return 0
+        if args.verb in ("pause", "stop", "checkpoint"):
             print(getattr(wb, args.verb)(args.stage_id))
             return 0
         if args.verb == "set":

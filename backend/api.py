@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dataclass_field
@@ -25,7 +26,8 @@ from storage.records import (  # noqa: F401  re-exported for pages
     RowFilter,
 )
 
-__all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError", "EditConflict"]
+__all__ = ["Workbench", "ConfigError", "StoreError", "WorkbenchError", "EditConflict",
+           "MissingCheckpointError"]
 
 
 class WorkbenchError(RuntimeError):
@@ -54,6 +56,34 @@ class CheckpointRequest:
         if self.saved_path is None:
             return text + "saving (a paused stage saves when it resumes)"
         return text + f"saved at step {self.saved_step}: {self.saved_path}"
+
+
+class MissingCheckpointError(WorkbenchError):
+    """A resume refused because the stage's newest checkpoint is not on this machine."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a stopped / interrupted / failed stage would restart on this machine
+    (``Workbench.resume_point``)."""
+
+    step: int  # the newest checkpoint found here, or 0 (the start)
+    path: Optional[str]  # that checkpoint's folder; None: the start
+    missing: tuple[r.Checkpoint, ...]  # newer trainer checkpoints whose folder is not here
+
+    def describe(self) -> str:
+        return f"checkpoint at step {self.step}" if self.path else "the start"
+
+    def missing_message(self, stage_id: int) -> str:
+        """Why restarting would lose progress, naming the missing folder and what to do."""
+        newest = self.missing[-1]
+        return (f"stage {stage_id}'s newest checkpoint (step {newest.step}) is not on this "
+                f"machine ({socket.gethostname()}): {newest.path} does not exist. Restarting "
+                f"now would go back to {self.describe()} and lose {newest.step - self.step} "
+                f"steps. Make that folder available here (a stage keeps its checkpoints on "
+                f"the machine that ran it: share or copy its R1WB_HOME folder) and try again, "
+                f"or accept the loss: --lose-progress on the command line, \"Restart anyway\" "
+                f"on the Stage page.")
 
 
 class Workbench:
@@ -155,13 +185,18 @@ class Workbench:
             runner.start_pipeline(self.store, run.id)
         return self.get_run(run.id)
 
-    def rerun_stage(self, stage_id: int, sets: dict[str, Any]) -> str:
+    def rerun_stage(self, stage_id: int, sets: dict[str, Any],
+                    lose_progress: bool = False) -> str:
         """Correct a failed / stopped / interrupted stage's config and run it again from its
-        last checkpoint (or its start). The new config is validated first."""
+        last checkpoint (or its start). The new config is validated first; a newest
+        checkpoint missing on this machine refuses it as ``resume`` does."""
         stage = self.get_stage(stage_id)
         if stage.status not in r.RESUMABLE_STATES:
             raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a failed, stopped or "
                                  f"interrupted stage can be re-run with a new config")
+        point = self.resume_point(stage_id)
+        if point.missing and not lose_progress:  # before the config changes
+            raise MissingCheckpointError("Not re-run: " + point.missing_message(stage_id))
         run = self.store.get_run(stage.run_id)
         specs = [r.StageSpec(kind=s.kind, name=s.name, config=dict(s.config), key=s.key,
                              inputs=dict(s.inputs)) for s in run.stages]
@@ -170,7 +205,7 @@ class Workbench:
         self.store.update_stage(stage_id, config=specs[stage.position].config)
         self.store.add_event(stage.run_id, f"stage {stage_id} config changed: " + ", ".join(
             f"{k}={v}" for k, v in sets.items()), stage_id=stage_id)
-        return self.resume(stage_id)
+        return self.resume(stage_id, lose_progress=lose_progress)
 
     @staticmethod
     def run_result(run: r.Run) -> Optional[float]:
@@ -341,9 +376,24 @@ class Workbench:
         self.store.add_command(stage_id, "stop")
         return "stop requested: the stage saves a checkpoint at the next step, then exits"
 
-    def resume(self, stage_id: int) -> str:
+    def resume_point(self, stage_id: int) -> ResumePoint:
+        """Where the stage would restart here: its newest trainer checkpoint whose folder
+        exists on this machine (the worker looks for it the same way), and the newer ones
+        whose folder does not (saved on another machine sharing the store, or deleted)."""
+        checkpoints = [c for c in self.store.checkpoints(stage_id) if c.kind == "trainer"]
+        found = next((i for i in range(len(checkpoints) - 1, -1, -1)
+                      if Path(checkpoints[i].path).exists()), None)
+        if found is None:
+            return ResumePoint(0, None, tuple(checkpoints))
+        return ResumePoint(checkpoints[found].step, checkpoints[found].path,
+                           tuple(checkpoints[found + 1:]))
+
+    def resume(self, stage_id: int, lose_progress: bool = False) -> str:
         """Paused: continue. Stopped / interrupted / failed: restart the stage from its last
-        checkpoint (model, optimizer, scheduler, RNG, data position) and go on with the run."""
+        checkpoint (model, optimizer, scheduler, RNG, data position) and go on with the run.
+        A newest checkpoint missing on this machine is refused (``MissingCheckpointError``,
+        naming the folder) unless ``lose_progress``: then the stage restarts from the newest
+        one here (or its start) and a warning event records what was lost."""
         stage = self.get_stage(stage_id)
         if stage.status == r.PAUSED:
             self.store.add_command(stage_id, "resume")
@@ -351,24 +401,34 @@ class Workbench:
         if stage.status not in r.RESUMABLE_STATES:
             raise WorkbenchError(f"stage {stage_id} is {stage.status}; only a paused, stopped, "
                                  f"interrupted or failed stage can be resumed")
-        ckpt = next((c for c in reversed(self.store.checkpoints(stage_id))
-                     if c.kind == "trainer" and Path(c.path).exists()), None)
-        # Steps after the checkpoint will be replayed: drop what they recorded.
-        self.store.purge_stage_records_after(stage_id, ckpt.step if ckpt else 0)
+        point = self.resume_point(stage_id)
+        if point.missing and not lose_progress:
+            raise MissingCheckpointError("Not resumed: " + point.missing_message(stage_id))
+        # Steps after the checkpoint will be replayed: drop what they recorded (and the
+        # missing checkpoints: they belong to the steps given up).
+        self.store.purge_stage_records_after(stage_id, point.step)
         for cmd in self.store.pending_commands(stage_id):
             self.store.mark_command_applied(cmd.id, None, "dropped: stage restarted")
         self.store.transition(stage_id, r.RESUMABLE_STATES, r.QUEUED, error=None,
-                              ended_at=None, step=ckpt.step if ckpt else 0)
+                              ended_at=None, step=point.step)
         # Later stages that never ran stay queued; the runner picks up from this one.
         run = self.store.get_run(stage.run_id)
         for later in run.stages:
             if later.position > stage.position and later.status == r.STOPPED:
                 self.store.transition(later.id, [r.STOPPED], r.QUEUED)
-        self.store.add_event(stage.run_id, f"stage {stage_id} resumed from "
-                             f"{'step %d' % ckpt.step if ckpt else 'the start'}",
-                             stage_id=stage_id)
+        if point.missing:
+            newest = point.missing[-1]
+            self.store.add_event(
+                stage.run_id, f"stage {stage_id} restarted from {point.describe()}, losing "
+                f"{newest.step - point.step} steps: its checkpoint at step {newest.step} is "
+                f"not on {socket.gethostname()} ({newest.path})",
+                stage_id=stage_id, step=point.step, level="warning")
+        else:
+            self.store.add_event(stage.run_id, f"stage {stage_id} resumed from "
+                                 f"{'step %d' % point.step if point.path else 'the start'}",
+                                 stage_id=stage_id)
         runner.start_pipeline(self.store, stage.run_id)
-        return f"restarting from {'checkpoint at step %d' % ckpt.step if ckpt else 'the start'}"
+        return f"restarting from {point.describe()}"
 
     @staticmethod
     def live_params(kind: str) -> list[steering.LiveParam]:

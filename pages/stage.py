@@ -165,7 +165,7 @@ def controls(stage: Any) -> None:
     control(restart_col, "Resume from checkpoint", "resume_checkpoint", wb.resume,
             status in RESUMABLE_STATES,
             "Restart this stage from its last checkpoint (from the start if it has none) "
-            "and go on with the run.",
+            "and go on with the run; refused when that checkpoint is not on this machine.",
             ":material/restart_alt:", stage_id)
 
 
@@ -276,7 +276,26 @@ def metric_names(db_url: str, stage_id: int, metric_rows: int) -> list[str]:
     return wb.metric_names(stage_id)
 
 
-def rerun_form(stage: Any) -> None:
+def missing_checkpoint(stage: Any) -> bool:
+    """A stopped / interrupted / failed stage whose newest checkpoint is not on this machine:
+    say so before anyone restarts it, and offer the restart that gives up those steps (the
+    Resume button is refused with the same message). True when it is missing."""
+    point = wb.resume_point(stage.id)
+    if not point.missing:
+        return False
+    st.warning(point.missing_message(stage.id), icon=":material/warning:")
+    if st.button(f"Restart anyway, from {point.describe()}", key=f"lose_progress_{stage.id}",
+                 icon=":material/restart_alt:",
+                 help="Gives up the steps after it; a warning event records what was lost."):
+        try:
+            flash(wb.resume(stage.id, lose_progress=True), icon="⚠️")
+        except (StoreError, WorkbenchError, KeyError) as exc:
+            flash(str(exc), icon="⚠️")
+        st.rerun()
+    return True
+
+
+def rerun_form(stage: Any, checkpoint_missing: bool = False) -> None:
     """Fix a failed (or stopped / interrupted) stage's config and run it again: the changed
     settings go to ``Workbench.rerun_stage``, which validates them first. One click runs it
     once: the drawn form's generation is marked used before the call."""
@@ -289,6 +308,10 @@ def rerun_form(stage: Any) -> None:
                                     hide_index=True, disabled=["setting", "help"],
                                     column_config=CONFIG_COLUMNS,
                                     height=(len(frame) + 1) * 35 + 3)
+            lose_progress = checkpoint_missing and st.checkbox(
+                "Restart anyway without the missing checkpoint",
+                key=f"rerun_lose_progress_{stage.id}_{generation}",
+                help="Its newest checkpoint is not on this machine (see above).")
             submitted = st.form_submit_button(
                 "Re-run with this config", type="primary", icon=":material/replay:",
                 help="Runs this stage again from its last checkpoint (from its start if it "
@@ -305,7 +328,7 @@ def rerun_form(stage: Any) -> None:
             st.info("Nothing changed: edit a value first (or use Resume from checkpoint).")
             return
         st.session_state[used] = generation
-        message = wb.rerun_stage(stage.id, sets)
+        message = wb.rerun_stage(stage.id, sets, lose_progress=bool(lose_progress))
     except (ConfigError, StoreError, WorkbenchError, KeyError) as exc:
         st.session_state.pop(used, None)
         st.error(f"Not re-run. {exc}")
@@ -386,7 +409,7 @@ st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
 controls(stage)
 show_error(stage)
 if stage.status in RESUMABLE_STATES:
-    rerun_form(stage)
+    rerun_form(stage, checkpoint_missing=missing_checkpoint(stage))
 st.fragment(rerun_if_deleted(live_panel), run_every=poll_period(stage.status))(
     stage_id, stage.status)
 # While the stage runs: the live parameters its kind declares (the same form as Live

@@ -1262,7 +1262,12 @@ class Store:
     # ------------------------------------------------------------------ maintenance
     def purge_stage_records_after(self, stage_id: int, step: int) -> None:
         """Drop metrics/groups recorded after ``step``: a resume from a checkpoint at ``step``
-        replays those steps, and a step must not appear twice."""
+        replays those steps, and a step must not appear twice. Trainer checkpoints saved after
+        it go too (only ones missing on this machine can be newer than the one resumed from):
+        a later resume must not pick a checkpoint of the steps given up."""
         with self.session() as s:
             for table in (m.MetricRow, m.GroupRow, m.RolloutRow):
                 s.execute(delete(table).where(table.stage_id == stage_id, table.step > step))
+            s.execute(delete(m.CheckpointRow).where(m.CheckpointRow.stage_id == stage_id,
+                                                    m.CheckpointRow.kind == "trainer",
+                                                    m.CheckpointRow.step > step))
