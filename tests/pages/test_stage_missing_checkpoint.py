@@ -3,24 +3,13 @@ so, names the folder, refuses a plain resume and restarts only when asked to giv
 (the same rules as ``Workbench.resume``, tests/backend/test_resume_missing_checkpoint.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from backend.api import Workbench
 from storage import Store
+from tests.pages.test_pages import stage_page, started, texts  # noqa: F401  (a fixture)
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 MISSING = "/elsewhere/run-1/stage-0-pretrain/checkpoint-50"
-
-
-@pytest.fixture
-def started(home, monkeypatch) -> list[int]:
-    calls: list[int] = []
-    monkeypatch.setattr("backend.runner.start_pipeline",
-                        lambda store, run_id: calls.append(run_id) or 0)
-    return calls
 
 
 @pytest.fixture
@@ -34,18 +23,6 @@ def stopped(started) -> tuple[Store, int, int]:
     store.update_stage(stage_id, status="stopped", step=60, total_steps=100)
     store.add_checkpoint(stage_id, 50, MISSING)
     return store, run.id, stage_id
-
-
-def stage_page(run_id: int, stage_id: int) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.query_params["run"] = str(run_id)
-    at.query_params["stage"] = str(stage_id)
-    at.switch_page("pages/stage.py")
-    return at.run()
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def test_the_page_names_the_missing_folder_and_resume_is_refused(stopped, started):
