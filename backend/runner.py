@@ -24,6 +24,7 @@ from typing import Optional
 
 from sqlalchemy.engine import make_url
 
+from backend.launch import free_port, launch_command, launch_settings, show_command
 from storage import Store, data_home
 from storage import records as r
 from storage.store import now
@@ -38,7 +39,10 @@ def _db_args(url: str) -> list[str]:
     return [] if make_url(url).password else ["--db", url]
 
 
-def _spawn(args: list[str], log_path: Path, db_url: str) -> subprocess.Popen:
+def _spawn(args: list[str], log_path: Path, db_url: str,
+           command: Optional[list[str]] = None) -> subprocess.Popen:
+    """Start ``python -m backend <args>`` (or ``command``, a launcher running it) detached,
+    its output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab", buffering=0)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -54,7 +58,7 @@ def _spawn(args: list[str], log_path: Path, db_url: str) -> subprocess.Popen:
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"]
                                           if env.get("PYTHONPATH") else "")
     return subprocess.Popen(
-        [sys.executable, "-m", "backend", *args], stdout=log, stderr=subprocess.STDOUT,
+        command or [sys.executable, "-m", "backend", *args], stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env,
         start_new_session=True,  # own session: survives the parent and its Ctrl-C
     )
@@ -167,8 +171,19 @@ def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> tuple[int, int]:
     store.update_stage(stage.id, output_dir=str(out), log_path=str(log_path))
     store.add_event(run.id, f"starting stage {stage.position + 1}/{len(run.stages)}: "
                             f"{stage.name}", stage_id=stage.id)
-    proc = _spawn(["_worker", *_db_args(store.url), "--stage", str(stage.id)], log_path,
-                  store.url)
+    args = ["_worker", *_db_args(store.url), "--stage", str(stage.id)]
+    launch = launch_settings(stage.config)
+    command = None
+    if launch.distributed or launch.num_machines > 1:
+        # accelerate launch starts the ranks; its pid is the one the runner waits on (rank 0
+        # records it as the stage's pid). One machine: a free rendezvous port, so two such
+        # stages on one machine do not collide on torchrun's default.
+        command = launch_command(stage.config, args, port=None if launch.num_machines > 1
+                                 else free_port())
+        store.add_event(run.id, f"launching {launch.num_processes} processes on "
+                                f"{launch.num_machines} machine(s): {show_command(command)}",
+                        stage_id=stage.id)
+    proc = _spawn(args, log_path, store.url, command)
     while True:
         code = proc.poll()
         if code is not None:

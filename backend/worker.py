@@ -5,6 +5,11 @@ the stage (compare-and-set, so two workers never run one stage), builds the stag
 (``backend.stages.context``: heartbeat thread, typed inputs, steering), runs the stage kind's
 ``run``, and records how it ended: completed with its typed outputs, stopped, or failed with a
 clear message first and the traceback after it.
+
+Started by ``accelerate launch`` (a stage with ``launcher=accelerate``), one such process runs
+per rank: rank 0 claims the stage and records the launcher's pid (the process the runner
+waits on, alive while any rank is: torchrun tears the group down when one rank dies), writes
+everything to the store and tells the other ranks whether to start; they only train.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import socket
 import sys
 import traceback
 
+from backend import launch
 from backend.stages import STAGE_KINDS
 from backend.stages.context import StageContext, StageStopped
 from storage import Store
@@ -30,19 +36,32 @@ def main(db_url: str, stage_id: int) -> int:
     stage = store.get_stage(stage_id)
     run = store.get_run(stage.run_id)
     kind = STAGE_KINDS[stage.kind]
-    claimed = store.transition(
-        stage_id, [r.QUEUED], r.RUNNING, pid=os.getpid(), host=socket.gethostname(),
+    rank = launch.rank()
+    if launch.world_size() > 1:
+        launch.init_distributed()
+        launch.watch_launcher(os.getppid())
+    claimed = rank != 0 or store.transition(
+        stage_id, [r.QUEUED], r.RUNNING,
+        # Many processes: the launcher's pid, which the runner waits on and reap() watches.
+        pid=os.getppid() if launch.world_size() > 1 else os.getpid(),
+        host=socket.gethostname(),
         heartbeat_at=now(), started_at=stage.started_at or now(), ended_at=None, error=None,
         attempt_started_step=stage.step, attempt_started_at=now(),
     )
-    if not claimed:
-        print(f"stage {stage_id} is {stage.status}, not queued: nothing to do", file=sys.stderr)
-        return 2
-    if not stage.params:
+    if rank == 0 and claimed and not stage.params:
         store.update_stage(stage_id, params=initial_params(kind, stage.config))
+    if not launch.broadcast(claimed):  # the other ranks start only on a stage rank 0 claimed
+        if rank == 0:
+            print(f"stage {stage_id} is {stage.status}, not queued: nothing to do",
+                  file=sys.stderr)
+        return 2
     stage = store.get_stage(stage_id)
     ctx = StageContext(store, stage, run, kind)
+    if rank != 0:
+        return _other_rank(ctx, kind)
     print(f"[worker] pid {os.getpid()} runs stage {stage_id} ({stage.kind}) of run {run.id}"
+          + (f" as rank 0 of {launch.world_size()} (launcher pid {os.getppid()})"
+             if launch.world_size() > 1 else "")
           + (f", resuming from {ctx.resume_checkpoint}" if ctx.resume_checkpoint else ""),
           flush=True)
     try:
@@ -73,3 +92,19 @@ def main(db_url: str, stage_id: int) -> int:
     ctx.event(f"finished, but the stage is {store.get_stage(stage_id).status} now; its result "
               f"was not recorded", level="warning")
     return 1
+
+
+def _other_rank(ctx: StageContext, kind) -> int:
+    """A rank other than 0: train, write nothing; rank 0 records how the stage ended. A
+    failure here ends this process, and torchrun then ends the others (the runner marks the
+    stage interrupted, pointing at the log, which holds this traceback)."""
+    print(f"[worker] pid {os.getpid()} is rank {ctx.rank} of {ctx.world} for stage "
+          f"{ctx.stage.id}", flush=True)
+    try:
+        kind.run(ctx)
+    except StageStopped:
+        return 0
+    except BaseException:  # noqa: BLE001 - the traceback goes to the stage's log
+        print(f"[rank {ctx.rank}] " + traceback.format_exc(), file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -67,6 +67,87 @@ class TimeBudgetConfig(StageConfig):
                               f"seconds, got {self.time_budget_s}")
 
 
+LAUNCHERS = ("local", "accelerate")
+DEFAULT_LAUNCH_PORT = 29500  # torchrun's default; a one-machine launch picks a free port
+
+
+@dataclass
+class LaunchConfig(StageConfig):
+    """How a Trainer stage's worker is started: one process, or many through ``accelerate
+    launch``. Mixed into the configs of the stage kinds whose worker is rank-aware (grpo); the
+    stage calls :meth:`validate_launch` from its ``validate``."""
+
+    launcher: str = field(default="local", metadata={
+        "help": "local: one worker process | accelerate: accelerate launch with num_processes "
+                "processes (torchrun underneath; gloo on a CPU machine).",
+        "choices": list(LAUNCHERS)})
+    num_processes: int = field(default=1, metadata={
+        "help": "Training processes in all (over all machines; one per GPU on a GPU machine). "
+                "batch_size is the step's total and is split between them."})
+    accelerate_config: str = field(default="ddp", metadata={
+        "help": "ddp | zero2 | zero3 | fsdp (the accelerate configs TRL ships; ZeRO and FSDP "
+                "need GPUs, ZeRO needs deepspeed) | a path to an accelerate config yaml."})
+    num_machines: int = field(default=1, metadata={
+        "help": "Machines taking part; the runner starts machine 0, and each other machine "
+                "runs the same launch command with its own --machine_rank (all must reach "
+                "the same store: PostgreSQL)."})
+    main_process_ip: str = field(default="", metadata={
+        "help": "Address of machine 0 that the other machines connect to (num_machines > 1)."})
+    main_process_port: int = field(default=DEFAULT_LAUNCH_PORT, metadata={
+        "help": "Port of machine 0 for the processes' rendezvous (num_machines > 1; a "
+                "one-machine launch picks a free port)."})
+
+    def validate_launch(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"launcher must be local or accelerate, got {self.launcher!r}")
+        if self.num_processes < 1:
+            raise ConfigError(f"num_processes must be at least 1, got {self.num_processes}")
+        if self.num_machines < 1:
+            raise ConfigError(f"num_machines must be at least 1, got {self.num_machines}")
+        if self.launcher == "local":
+            if self.num_processes > 1 or self.num_machines > 1:
+                raise ConfigError("num_processes / num_machines > 1 need launcher=accelerate "
+                                  "(launcher=local starts one process)")
+            return
+        if self.num_processes % self.num_machines:
+            raise ConfigError(f"num_processes ({self.num_processes}) is the total over all "
+                              f"machines and must be divisible by num_machines "
+                              f"({self.num_machines})")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ConfigError("num_machines > 1 needs main_process_ip: the address of machine "
+                              "0, which the other machines connect to")
+        if not 0 < self.main_process_port < 65536:
+            raise ConfigError(f"main_process_port must be a TCP port, got {self.main_process_port}")
+        from backend.launch import config_path, gpu_count
+
+        config_path(self.accelerate_config)  # raises when neither a known name nor a file
+        gpus = gpu_count()
+        per_machine = self.num_processes // self.num_machines
+        if self.accelerate_config in ("zero2", "zero3"):
+            import importlib.util
+
+            if gpus == 0:
+                raise ConfigError(f"accelerate_config={self.accelerate_config} (DeepSpeed "
+                                  f"ZeRO) needs GPUs and this machine has none; on CPU use "
+                                  f"accelerate_config=ddp")
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ConfigError(f"accelerate_config={self.accelerate_config} needs DeepSpeed: "
+                                  f"pip install deepspeed (or use accelerate_config=ddp)")
+        if self.accelerate_config == "fsdp" and gpus == 0:
+            raise ConfigError("accelerate_config=fsdp shards the model over GPUs and this "
+                              "machine has none; on CPU use accelerate_config=ddp")
+        if gpus and per_machine > gpus:
+            raise ConfigError(f"{per_machine} processes per machine but {gpus} GPU(s) here: "
+                              f"one process per GPU")
+        if not gpus and per_machine > (os.cpu_count() or 1):
+            raise ConfigError(f"{per_machine} processes per machine but {os.cpu_count()} CPU "
+                              f"cores here: each process needs a core")
+
+    @property
+    def distributed(self) -> bool:
+        return self.launcher == "accelerate" and self.num_processes > 1
+
+
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Values from ``--set`` or a form arrive as strings; turn them into the field's type."""
     origin = typing.get_origin(hint)

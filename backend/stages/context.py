@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from backend.contract import Artifact, WiringError, artifact_from_dict, parse_source
@@ -38,6 +39,12 @@ class StageContext:
         self.stage = stage
         self.run = run
         self.kind = kind  # the stage's StageKind (its declared inputs and live parameters)
+        # Many processes (launcher=accelerate): rank 0 owns the stage row, heartbeat and every
+        # store write; the other ranks train, apply rank 0's commands and write nothing.
+        from backend.launch import rank, world_size
+
+        self.rank, self.world = rank(), world_size()
+        self.main = self.rank == 0
         self.config: dict[str, Any] = stage.config
         self.output_dir = Path(stage.output_dir or ".")
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +64,9 @@ class StageContext:
         self.params: dict[str, Any] = dict(stage.params)  # effective values
         # time_budget_s (TimeBudgetConfig) counts this process's CPU seconds; a stage resumed
         # from a checkpoint goes on spending its budget from the last cpu_s it recorded.
+        # With many processes cpu_s is all ranks' sum, so only rank 0 carries it forward.
         self.cpu_before = (store.latest_metrics(stage.id, ["cpu_s"]).get("cpu_s", 0.0)
-                           if self.resume_checkpoint else 0.0)
+                           if self.resume_checkpoint and self.main else 0.0)
         self.budget_summary: dict[str, Any] = {}  # merged into every summary() written
         # The training thread never waits on the database: metrics are buffered and the step
         # noted in memory; one background thread writes them, beats the heartbeat and fetches
@@ -70,7 +78,10 @@ class StageContext:
         self._closed = threading.Event()
         self._clock_started = False
         self._io = threading.Thread(target=self._io_loop, daemon=True)
-        self._io.start()
+        if self.main:
+            self._io.start()
+        else:
+            self._closed.set()
 
     # -- inputs ----------------------------------------------------------------------------
     def input(self, name: str) -> Optional[Artifact]:
@@ -113,7 +124,7 @@ class StageContext:
 
     def close(self) -> None:
         """Stop the background thread and write what is still buffered (idempotent)."""
-        if not self._closed.is_set():
+        if self.main and not self._closed.is_set():
             self._closed.set()
             self._io.join()
             self._tick()
@@ -128,7 +139,7 @@ class StageContext:
                       flush=True)
 
     def progress(self, step: int, total_steps: Optional[int] = None) -> None:
-        if not self._clock_started:
+        if not self._clock_started and self.main:
             # The attempt's clock starts at its first progress report, after setup (loading,
             # tokenising): ETAs count work steps only (backend/progress.py).
             self._clock_started = True
@@ -141,38 +152,65 @@ class StageContext:
                 self.total_steps = total_steps
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
+        if not self.main:
+            return
         with self._lock:
             self._metrics.append((step, dict(values)))
 
     def event(self, message: str, level: str = "info", step: Optional[int] = None) -> None:
+        if not self.main:
+            return
         print(f"[{level}] {message}", flush=True)
         self.store.add_event(self.run.id, message, stage_id=self.stage.id,
                              step=self.step if step is None else step, level=level)
 
     def checkpoint_saved(self, step: int, path: str, kind: str = "trainer") -> None:
-        self.store.add_checkpoint(self.stage.id, step, path, kind)
+        if self.main:
+            self.store.add_checkpoint(self.stage.id, step, path, kind)
 
     def summary(self, values: dict[str, Any]) -> None:
-        self.store.update_stage(self.stage.id, summary={**values, **self.budget_summary})
+        if self.main:
+            self.store.update_stage(self.stage.id, summary={**values, **self.budget_summary})
 
     def cpu_seconds(self) -> float:
         """CPU seconds this stage has used: this process (every thread) and earlier attempts."""
         return self.cpu_before + time.process_time()
 
+    def total_cpu_seconds(self) -> float:
+        """The stage's CPU seconds over all its processes (a collective with many: every
+        rank calls it at the same point)."""
+        from backend.launch import all_sum
+
+        return all_sum(self.cpu_seconds())
+
     # -- steering --------------------------------------------------------------------------
     def apply_commands(self, step: int) -> None:
-        """Apply the commands fetched so far at a step boundary. Blocks while paused."""
+        """Apply the commands fetched so far at a step boundary. Blocks while paused.
+
+        With many processes every rank calls this at the same step boundary: rank 0 sends the
+        commands it fetched to all ranks, which apply them at this step, and while paused every
+        rank goes round this loop together (one broadcast per round), so no collective waits
+        longer than a round and a pause of any length cannot time the process group out."""
+        from backend.launch import broadcast
+
         while True:
             with self._lock:
                 commands, self._pending = self._pending, []
+            if self.world > 1:
+                sent = broadcast([(c.id, c.kind, c.payload) for c in commands]
+                                 if self.main else None)
+                commands = [SimpleNamespace(id=i, kind=k, payload=p) for i, k, p in sent]
             for cmd in commands:
                 result, error = self._apply(cmd)
-                self.store.mark_command_applied(cmd.id, step, result, error)
                 payload = json.dumps(cmd.payload) if cmd.payload else ""
-                self.event(f"{cmd.kind} {payload}".strip()
-                           + (f" failed at step {step}: {error}" if error
-                              else f" applied at step {step}: {result}"),
-                           step=step, level="warning" if error else "info")
+                said = (f"{cmd.kind} {payload}".strip()
+                        + (f" failed at step {step}: {error}" if error
+                           else f" applied at step {step}: {result}"))
+                if self.world > 1:  # each rank says so in the log: the same step on all
+                    print(f"[rank {self.rank}] {said}", flush=True)
+                if self.main:
+                    self.store.mark_command_applied(cmd.id, step, result, error)
+                    self.event(said, step=step, level="warning" if error else "info")
             if not self.paused or self.stop_requested:
                 return
             time.sleep(TICK_SECONDS / 2)
@@ -181,6 +219,8 @@ class StageContext:
         if cmd.kind == "pause":
             if not self.paused:
                 self.paused = True
+                if not self.main:
+                    return "paused", None
                 # With the step it paused at (the tick may not have written it yet).
                 # A stage waiting for review pauses too; on resume it goes back to running
                 # and the waiting loop (backend/stages/sft.py) marks it waiting again.
@@ -190,7 +230,8 @@ class StageContext:
         if cmd.kind == "resume":
             if self.paused:
                 self.paused = False
-                self.store.transition(self.stage.id, [r.PAUSED], r.RUNNING)
+                if self.main:
+                    self.store.transition(self.stage.id, [r.PAUSED], r.RUNNING)
             return "running", None
         if cmd.kind == "stop":
             self.stop_requested = True
@@ -222,7 +263,7 @@ class StageContext:
                 failed.append(f"{name}: {type(exc).__name__}: {exc}")
                 continue
             self.params[name] = parsed
-        if done:
+        if done and self.main:
             self.store.update_stage(self.stage.id, params=self.params)
         return "; ".join(done), ("; ".join(failed) or None)
 
@@ -260,7 +301,7 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
     def check_budget(state, control) -> None:
         """Matched compute between stages: past time_budget_s CPU seconds training ends at
         this step boundary, like a finished run (the stage then saves its final model)."""
-        used = ctx.cpu_seconds()
+        used = ctx.total_cpu_seconds()  # the same figure on every rank: they stop together
         ctx.log_metrics(state.global_step, {"cpu_s": used})
         if budget and used >= budget and not ctx.stop_requested:
             control.should_training_stop = True
@@ -290,7 +331,7 @@ def attach_trainer(ctx: StageContext, trainer: Any, setters: Optional[dict[str, 
             check_budget(state, control)
 
         def on_train_end(self, args, state, control, **kwargs):
-            ctx.budget_summary.update({"cpu_s": round(ctx.cpu_seconds(), 1),
+            ctx.budget_summary.update({"cpu_s": round(ctx.total_cpu_seconds(), 1),
                                        "trained_steps": state.global_step})
             if budget:
                 ctx.budget_summary["time_budget_s"] = budget
@@ -357,7 +398,9 @@ def train_and_save(ctx: StageContext, trainer: Any, tokenizer: Any = None, *,
     if ctx.stop_requested:
         raise StageStopped()
     final = Path(final_dir) if final_dir is not None else ctx.output_dir / "final"
-    trainer.save_model(str(final))
+    trainer.save_model(str(final))  # every rank: sharded models (ZeRO-3, FSDP) gather here
+    if not ctx.main:
+        return final
     tokenizer = tokenizer if tokenizer is not None else trainer.processing_class
     if tokenizer is not None:
         tokenizer.save_pretrained(str(final))

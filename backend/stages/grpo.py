@@ -27,15 +27,15 @@ from typing import Any, Optional
 
 from backend.contract import ModelArtifact, ProblemSource
 from backend.generation import check_generation_backend
-from backend.stages.common import (ConfigError, check_data_path, check_model_path,
-                                   TimeBudgetConfig, check_positive, seed_everything,
-                                   trainer_args)
+from backend.stages.common import (ConfigError, LaunchConfig, check_data_path,
+                                   check_model_path, TimeBudgetConfig, check_positive,
+                                   seed_everything, trainer_args)
 from backend.stages.context import (StageContext, attach_trainer, quick_eval_callback,
                                     train_and_save)
 
 
 @dataclass
-class GRPOStageConfig(TimeBudgetConfig):
+class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
     model_path: str = field(default="", metadata={
         "help": "HF model folder or hub id; empty = the previous stage's model."})
     dataset: str = field(default="", metadata={
@@ -142,6 +142,11 @@ class GRPOStageConfig(TimeBudgetConfig):
                 f"({self.num_generations}): each prompt's group of {self.num_generations} "
                 f"completions must fit in one step. Try batch_size="
                 f"{max(1, self.batch_size // self.num_generations) * self.num_generations}.")
+        self.validate_launch()
+        if self.batch_size % self.num_processes:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) is the step's total over all processes and "
+                f"must be divisible by num_processes ({self.num_processes})")
         try:  # names, and each reward's options (language, length budget), checked now
             validate_reward_names(self.reward_funcs, self.reward_options())
         except ValueError as exc:
@@ -283,6 +288,7 @@ class RecordedBatch:
 
 def _recording_trainer_class():
     import torch
+    from accelerate.utils import gather_object
     from trl import GRPOTrainer
     from trl.trainer.utils import nanstd
 
@@ -304,22 +310,34 @@ def _recording_trainer_class():
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)
-            if self.model.training:
-                self._log_reasoning_metrics()
-            if self.on_groups is not None and self.model.training:
-                rows, prompts, completions, ids, rpf = self._wb_scored
+            if not self.model.training:
+                return output
+            rows, prompts, completions, ids, rpf = self._wb_scored
+            eos = self.processing_class.eos_token_id
+            local = [(p, c, x.get("answer"), x.get("digit_language"), len(i),
+                      eos in (i.tolist() if hasattr(i, "tolist") else i))
+                     for p, c, x, i in zip(prompts, completions, rows, ids)]
+            # Exactly the tensor TRL feeds into the loss (per process: this rank's slice).
+            advantages = output["advantages"].detach()
+            if self.accelerator.num_processes > 1:
+                # Many processes: TRL gathered the rewards (rpf holds every rank's rows, in
+                # rank order) and sliced the advantages it computed on them; the texts stayed
+                # per rank, and a prompt's group may be spread over ranks. Gather both in the
+                # same rank order, so every group is whole and rank 0 writes each group once.
+                # Collectives: every rank runs them, recording or not.
+                local = gather_object(local)
+                advantages = self.accelerator.gather(advantages)
+            self._log_reasoning_metrics([x[1] for x in local], [x[3] for x in local])
+            if self.on_groups is not None:  # set on rank 0 only
+                prompts, completions, answers, _, lengths, ended = (list(v) for v in zip(*local))
                 total = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
                 grouped = total.view(-1, self.num_generations)  # (prompts, G)
-                eos = self.processing_class.eos_token_id
                 self.on_groups(self.state.global_step + 1, RecordedBatch(
-                    prompts=list(prompts), completions=list(completions),
-                    answers=[x.get("answer") for x in rows],
-                    lengths=[len(c) for c in ids],
-                    ended=[eos in (c.tolist() if hasattr(c, "tolist") else c) for c in ids],
+                    prompts=prompts, completions=completions, answers=answers,
+                    lengths=lengths, ended=ended,
                     rewards_per_func=rpf.tolist(), reward_names=list(self.reward_func_names),
                     total=total.tolist(),
-                    # Exactly the tensor TRL feeds into the loss (single process: all of it).
-                    advantages=output["advantages"].detach().cpu().tolist(),
+                    advantages=advantages.cpu().tolist(),
                     group_mean=torch.nanmean(grouped, dim=1).tolist(),
                     group_std=nanstd(grouped, dim=1).tolist(),
                     group_size=self.num_generations,
@@ -327,14 +345,13 @@ def _recording_trainer_class():
                 ))
             return output
 
-        def _log_reasoning_metrics(self) -> None:
+        def _log_reasoning_metrics(self, completions: list, digit_languages: list) -> None:
             """Reflections (and, on the two-script task, language mixing) in this step's
-            completions, logged with TRL's own metrics (``reflection_rate`` ...)."""
+            completions (every rank's), logged with TRL's own metrics (``reflection_rate``)."""
             from backend.rewards.extract import split_think_answer
             from backend.rewards.language import mixes_scripts
             from backend.rewards.reflection import DEFAULT_MARKERS, reflection_stats
 
-            rows, _, completions, _, _ = self._wb_scored
             metrics = self._metrics["train"]
             stats = reflection_stats(completions, self.reflection_markers or DEFAULT_MARKERS)
             for name, value in stats.items():
@@ -342,8 +359,8 @@ def _recording_trainer_class():
             if self.track_language_mixing:
                 texts = [_text(c) for c in completions]
                 metrics["language_mixing_rate"].append(sum(
-                    mixes_scripts(split_think_answer(t)[0] or "", x.get("digit_language"))
-                    for t, x in zip(texts, rows)) / max(len(texts), 1))
+                    mixes_scripts(split_think_answer(t)[0] or "", lang)
+                    for t, lang in zip(texts, digit_languages)) / max(len(texts), 1))
 
     return RecordingGRPOTrainer
 
@@ -395,7 +412,9 @@ def grpo_args(cfg: GRPOStageConfig, output_dir):
 
     return GRPOConfig(
         **trainer_args(output_dir, cfg.steps, cfg.save_steps, cfg.seed),
-        per_device_train_batch_size=cfg.batch_size,
+        # batch_size is the step's total: with many processes each generates its share
+        # (TRL's sampler spreads a prompt's group over the processes and gathers the rewards).
+        per_device_train_batch_size=cfg.batch_size // cfg.num_processes,
         gradient_accumulation_steps=1,
         steps_per_generation=1,  # one generation batch per optimizer step: step == group step
         num_generations=cfg.num_generations,
@@ -476,7 +495,8 @@ def run(ctx: StageContext) -> dict:
     trainer = _recording_trainer_class()(
         model=model, reward_funcs=reward_funcs, reward_processing_classes=reward_classes,
         args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
-    writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups else None
+    # Rank 0 writes every group (gathered from all ranks); the other ranks write nothing.
+    writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups and ctx.main else None
     trainer.on_groups = writer
     trainer.reflection_markers = tuple(cfg.reflection_markers)
     trainer.track_language_mixing = source.kind == "synthetic" and source.second_script_share > 0

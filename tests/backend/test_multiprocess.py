@@ -1,0 +1,266 @@
+"""Many processes, one stage (launcher=accelerate): the launch command, the settings refused
+before anything starts, and, on 2 CPU processes over gloo, each group written once and whole
+with TRL's advantages, steering applied by both ranks at the same step, kill -9 of one rank."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend import launch
+from backend.api import Workbench
+from backend.runner import start_pipeline
+from backend.stages.common import ConfigError
+from backend.stages.grpo import GRPOStageConfig
+from storage import StageSpec, Store
+from tests.conftest import wait_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def _grpo(**values) -> GRPOStageConfig:
+    return GRPOStageConfig.from_dict(values)
+
+
+# --------------------------------------------------------------------------- the command
+def test_one_process_is_the_plain_worker():
+    cmd = launch.launch_command(_grpo(), ["_worker", "--stage", "7"])
+    assert cmd == [sys.executable, "-m", "backend", "_worker", "--stage", "7"]
+
+
+def test_ddp_command_uses_trls_config_and_the_stage_counts():
+    cmd = launch.launch_command(_grpo(launcher="accelerate", num_processes=2),
+                                ["_worker", "--stage", "7"], port=29611)
+    line = launch.show_command(cmd)
+    assert Path(cmd[0]).name == "accelerate" and cmd[1] == "launch"
+    config = Path(cmd[cmd.index("--config_file") + 1])
+    assert config.name == "multi_gpu.yaml" and config.parent.name == "accelerate_configs"
+    assert config.is_file()
+    assert "--num_processes 2 --num_machines 1 --machine_rank 0 --main_process_port 29611" in line
+    assert "--mixed_precision no" in line  # fp32, as the one-process stage computes
+    assert line.endswith("-m backend _worker --stage 7")
+
+
+@pytest.mark.parametrize("name, yaml", [("zero2", "zero2.yaml"), ("zero3", "zero3.yaml"),
+                                        ("fsdp", "fsdp2.yaml")])
+def test_gpu_configs_name_trls_files(name, yaml):
+    # Built from the stored config (a GPU machine validated it; this one has no GPU).
+    cmd = launch.launch_command({"launcher": "accelerate", "num_processes": 4,
+                                 "accelerate_config": name}, ["_worker", "--stage", "1"])
+    assert Path(cmd[cmd.index("--config_file") + 1]).name == yaml
+    assert cmd[cmd.index("--num_processes") + 1] == "4"
+
+
+def test_two_machines_name_machine_zero_and_each_machine_rank():
+    config = {"launcher": "accelerate", "num_processes": 4, "num_machines": 2,
+              "main_process_ip": "10.0.0.5", "main_process_port": 29555}
+    first = launch.show_command(launch.launch_command(config, ["_worker", "--stage", "1"]))
+    second = launch.show_command(launch.launch_command(config, ["_worker", "--stage", "1"],
+                                                       machine_rank=1))
+    assert ("--num_processes 4 --num_machines 2 --machine_rank 0 --main_process_port 29555 "
+            "--main_process_ip 10.0.0.5") in first
+    assert first.replace("--machine_rank 0", "--machine_rank 1") == second
+
+
+def test_own_yaml_keeps_its_mixed_precision(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("distributed_type: MULTI_GPU\nmixed_precision: bf16\n")
+    cmd = launch.launch_command({"launcher": "accelerate", "num_processes": 2,
+                                 "accelerate_config": str(own)}, ["_worker"])
+    assert cmd[cmd.index("--config_file") + 1] == str(own.resolve())
+    assert "--mixed_precision" not in cmd
+
+
+# --------------------------------------------------------------------------- refused
+@pytest.mark.parametrize("values, message", [
+    ({"num_processes": 0}, "num_processes must be at least 1"),
+    ({"num_processes": 2}, "need launcher=accelerate"),
+    ({"launcher": "slurm"}, "launcher must be local or accelerate"),
+    ({"launcher": "accelerate", "num_processes": 2, "batch_size": 9, "num_generations": 3},
+     "must be divisible by num_processes"),
+    ({"launcher": "accelerate", "num_processes": 2, "num_machines": 2},
+     "needs main_process_ip"),
+    ({"launcher": "accelerate", "num_processes": 3, "num_machines": 2, "batch_size": 12,
+      "num_generations": 4, "main_process_ip": "h"}, "divisible by num_machines"),
+    ({"launcher": "accelerate", "num_processes": 2, "accelerate_config": "/no/such.yaml"},
+     "does not exist"),
+    ({"launcher": "accelerate", "num_processes": 2, "accelerate_config": "zero9"},
+     "must be ddp, zero2, zero3, fsdp or a path"),
+])
+def test_bad_launch_settings_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        _grpo(**values)
+
+
+@pytest.mark.parametrize("name", ["zero2", "zero3", "fsdp"])
+def test_gpu_only_configs_refused_on_a_cpu_machine(name, monkeypatch):
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    with pytest.raises(ConfigError, match="has none; on CPU use accelerate_config=ddp"):
+        _grpo(launcher="accelerate", num_processes=2, accelerate_config=name)
+
+
+def test_zero_needs_deepspeed(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "deepspeed" else real(n, *a))
+    with pytest.raises(ConfigError, match="pip install deepspeed"):
+        _grpo(launcher="accelerate", num_processes=2, accelerate_config="zero2")
+
+
+def test_more_processes_than_gpus_refused(monkeypatch):
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    with pytest.raises(ConfigError, match="4 processes per machine but 2 GPU"):
+        _grpo(launcher="accelerate", num_processes=4)
+
+
+def test_set_reaches_the_grpo_stage_only():
+    from backend.recipes import build_stages
+
+    specs = build_stages("r1-zero", "smoke", {"launcher": "accelerate", "num_processes": "2"})
+    grpo = [s for s in specs if s.kind == "grpo"]
+    assert grpo and all(s.config["launcher"] == "accelerate" and s.config["num_processes"] == 2
+                        for s in grpo)
+    assert all("launcher" not in s.config for s in specs if s.kind != "grpo")
+
+
+# --------------------------------------------------------------------------- 2 processes
+def _accelerate(script_args: list[str]) -> list[str]:
+    """accelerate launch of a script (not ``-m backend``) the way launch_command builds it."""
+    cmd = launch.launch_command({"launcher": "accelerate", "num_processes": 2}, [],
+                                port=launch.free_port())
+    return cmd[:-2] + script_args  # drop "-m backend"
+
+
+@pytest.mark.slow
+def test_two_processes_write_each_group_once_whole_with_trls_advantages(
+        tiny_model_dir, db_url, tmp_path):
+    store = Store(db_url)
+    spec = StageSpec("grpo", "grpo", _grpo(model_path=tiny_model_dir).to_dict())
+    stage_id = store.create_run("t", "r1-zero", "smoke", {}, [spec]).stages[0].id
+    out = tmp_path / "trl_logged.json"
+    proc = subprocess.run(
+        _accelerate([str(HERE / "mp_grpo_record.py"), db_url, str(stage_id), tiny_model_dir,
+                     str(out)]),
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logged = json.loads(out.read_text())
+
+    assert store.group_steps(stage_id) == [1, 2]
+    for step in (1, 2):
+        trl = logged[str(step)]
+        assert trl["world"] == 2
+        groups = store.step_groups(stage_id, step)
+        # 2 processes x 6 completions = 3 groups of 4, each written once, in TRL's order.
+        assert [g.group_index for g in groups] == [0, 1, 2]
+        assert all([ro.sample_index for ro in g.rollouts] == [0, 1, 2, 3] for g in groups)
+        rollouts = [ro for g in groups for ro in g.rollouts]
+        assert [ro.completion for ro in rollouts] == trl["completion"]
+        assert rollouts and [ro.advantage for ro in rollouts] == pytest.approx(
+            trl["advantages"], abs=1e-6)
+        # Whole: a group's 4 completions answer one prompt (group 1 spans both processes).
+        for g in groups:
+            assert {trl["prompt"][4 * g.group_index + j] for j in range(4)} == {g.prompt}
+            assert sum(ro.advantage for ro in g.rollouts) == pytest.approx(0.0, abs=1e-4)
+
+
+def _mp_stage(store: Store, model_dir: str, **overrides) -> tuple[int, int]:
+    values = {"model_path": model_dir, "steps": 40, "batch_size": 8, "num_generations": 4,
+              "max_completion_length": 12, "eval_every": 0, "eval_problems": 10,
+              "save_steps": 2, "seed": 3, "launcher": "accelerate", "num_processes": 2,
+              **overrides}
+    run = store.create_run("mp", "r1-zero", "smoke", {},
+                           [StageSpec("grpo", "grpo", _grpo(**values).to_dict())])
+    start_pipeline(store, run.id)
+    return run.id, run.stages[0].id
+
+
+def _applied_steps(log: str, what: str) -> dict[int, list[int]]:
+    """{rank: [steps]} at which each rank's log line says ``what`` was applied."""
+    steps: dict[int, list[int]] = {}
+    for rank, step in re.findall(rf"\[rank (\d)\] {what}.* applied at step (\d+)", log):
+        steps.setdefault(int(rank), []).append(int(step))
+    return steps
+
+
+def _groups_whole_and_unique(store: Store, stage_id: int, per_step: int) -> None:
+    for step in store.group_steps(stage_id):
+        groups = store.step_groups(stage_id, step)
+        assert [g.group_index for g in groups] == list(range(per_step)), step
+        assert all(len(g.rollouts) == 4 for g in groups)
+
+
+@pytest.mark.slow
+def test_pause_resume_set_stop_reach_both_ranks_at_the_same_step(tiny_model_dir, db_url):
+    wb = Workbench(db_url)
+    run_id, stage_id = _mp_stage(wb.store, tiny_model_dir)
+    stage = wait_for(lambda: (s := wb.get_stage(stage_id)).status == "running" and s.step >= 2
+                     and s, 300, what="2 steps on 2 processes")
+    import psutil
+
+    ranks = psutil.Process(stage.pid).children()
+    assert len(ranks) == 2, "the stage's pid is the launcher; its children are the 2 ranks"
+
+    wb.pause(stage_id)
+    paused = wait_for(lambda: (s := wb.get_stage(stage_id)).status == "paused" and s, 120,
+                      what="paused")
+    import time
+
+    time.sleep(3)  # both ranks wait together: no step is taken while paused
+    assert wb.get_stage(stage_id).step == paused.step
+    wb.resume(stage_id)
+    wait_for(lambda: wb.get_stage(stage_id).step >= paused.step + 2, 180, what="2 more steps")
+    wb.set_params(stage_id, {"temperature": 0.7})
+    wait_for(lambda: any(c.applied_step for c in wb.commands(stage_id) if c.kind == "set"),
+             120, what="the temperature change applied")
+    wb.stop(stage_id)
+    wait_for(lambda: wb.get_stage(stage_id).status == "stopped", 180, what="stopped")
+
+    log = wb.log_tail(stage_id, 2000)
+    for what in ("pause", "resume", "set", "stop"):
+        steps = _applied_steps(log, what)
+        assert set(steps) == {0, 1} and steps[0] == steps[1], (what, steps)
+    commands = {c.kind: c for c in wb.commands(stage_id)}
+    assert _applied_steps(log, "set")[1] == [commands["set"].applied_step]
+    assert "temperature = 0.7" in commands["set"].result
+    stopped = wb.get_stage(stage_id)
+    assert stopped.checkpoint.endswith(f"checkpoint-{commands['stop'].applied_step}")
+    wait_for(lambda: not psutil.pid_exists(stage.pid) or
+             psutil.Process(stage.pid).status() == psutil.STATUS_ZOMBIE, 60,
+             what="the launcher to exit")
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
+    _groups_whole_and_unique(wb.store, stage_id, per_step=2)
+    assert wb.store.group_steps(stage_id)[-1] == commands["stop"].applied_step
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_rank_interrupts_and_resume_completes(tiny_model_dir, db_url):
+    import psutil
+
+    wb = Workbench(db_url)
+    run_id, stage_id = _mp_stage(wb.store, tiny_model_dir, steps=10)
+    stage = wait_for(lambda: (s := wb.get_stage(stage_id)).checkpoint and s.step >= 3 and s,
+                     300, what="a checkpoint on 2 processes")
+    rank1 = next(p for p in psutil.Process(stage.pid).children()
+                 if p.environ().get("RANK") == "1")
+    os.kill(rank1.pid, signal.SIGKILL)
+    wait_for(lambda: wb.get_stage(stage_id).status == "interrupted", 60,
+             what="the stage marked interrupted")
+    interrupted = wb.get_stage(stage_id)
+    assert "died" in interrupted.error or "killed" in interrupted.error
+
+    wb.resume(stage_id)
+    wait_for(lambda: wb.get_run(run_id).status == "completed", 600, what="the resumed stage")
+    done = wb.get_stage(stage_id)
+    assert done.step == 10
+    assert f"resuming from {interrupted.checkpoint}" in wb.log_tail(stage_id, 2000)
+    _groups_whole_and_unique(wb.store, stage_id, per_step=2)
+    assert wb.store.group_steps(stage_id)[-1] == 10
