@@ -58,7 +58,8 @@ def _spawn(args: list[str], log_path: Path, db_url: str,
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"]
                                           if env.get("PYTHONPATH") else "")
     return subprocess.Popen(
-        command or [sys.executable, "-m", "backend", *args], stdout=log, stderr=subprocess.STDOUT,
+        command or [sys.executable, "-m", "backend", *args],
+        stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT), env=env,
         start_new_session=True,  # own session: survives the parent and its Ctrl-C
     )
@@ -178,11 +179,21 @@ def _run_stage(store: Store, run: r.Run, stage: r.Stage) -> tuple[int, int]:
         # accelerate launch starts the ranks; its pid is the one the runner waits on (rank 0
         # records it as the stage's pid). One machine: a free rendezvous port, so two such
         # stages on one machine do not collide on torchrun's default.
+        if launch.num_machines > 1 and make_url(store.url).get_backend_name() == "sqlite":
+            # Checked here, not in the config: only the runner knows the store it writes to.
+            store.transition(stage.id, [r.QUEUED], r.FAILED, ended_at=now(), error=(
+                "num_machines > 1: the processes on the other machines read the stage from "
+                "the store, and a SQLite file lives on this machine only; use a PostgreSQL "
+                "store (R1WB_DB_URL or --db) that every machine reaches"))
+            return 0, 0
         command = launch_command(stage.config, args, port=None if launch.num_machines > 1
                                  else free_port())
         store.add_event(run.id, f"launching {launch.num_processes} processes on "
                                 f"{launch.num_machines} machine(s): {show_command(command)}",
                         stage_id=stage.id)
+        for k in range(1, launch.num_machines):
+            store.add_event(run.id, f"machine {k} joins with: " + show_command(
+                launch_command(stage.config, args, machine_rank=k)), stage_id=stage.id)
     proc = _spawn(args, log_path, store.url, command)
     while True:
         code = proc.poll()

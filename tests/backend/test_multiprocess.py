@@ -264,3 +264,17 @@ def test_kill_9_of_one_rank_interrupts_and_resume_completes(tiny_model_dir, db_u
     assert f"resuming from {interrupted.checkpoint}" in wb.log_tail(stage_id, 2000)
     _groups_whole_and_unique(wb.store, stage_id, per_step=2)
     assert wb.store.group_steps(stage_id)[-1] == 10
+
+
+def test_two_machines_on_a_sqlite_store_fail_with_the_reason(tiny_model_dir, db_url):
+    """The other machines' processes read the stage from the store: a SQLite file on this
+    machine cannot be it. The stage fails before anything is launched, saying so."""
+    wb = Workbench(db_url)
+    values = {"model_path": tiny_model_dir, "launcher": "accelerate", "num_processes": 2,
+              "num_machines": 2, "main_process_ip": "127.0.0.1"}
+    run = wb.store.create_run("mp", "r1-zero", "smoke", {},
+                              [StageSpec("grpo", "grpo", _grpo(**values).to_dict())])
+    start_pipeline(wb.store, run.id)
+    failed = wait_for(lambda: (s := wb.get_stage(run.stages[0].id)).status == "failed" and s,
+                      60, what="the stage to fail")
+    assert "PostgreSQL" in failed.error and failed.pid is None
