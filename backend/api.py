@@ -8,7 +8,7 @@ import signal
 import socket
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -121,9 +121,15 @@ class Workbench:
         select boxes."""
         import dataclasses
 
+        from backend.launch import TRL_CONFIGS
         from backend.stages import STAGE_CONFIGS
-        return {f.name: list(f.metadata["choices"])
-                for f in dataclasses.fields(STAGE_CONFIGS[kind]) if f.metadata.get("choices")}
+        choices = {f.name: list(f.metadata["choices"])
+                   for f in dataclasses.fields(STAGE_CONFIGS[kind]) if f.metadata.get("choices")}
+        if any(f.name == "accelerate_config" for f in dataclasses.fields(STAGE_CONFIGS[kind])):
+            # Its named values are the accelerate configs TRL ships (backend.launch); a path
+            # to one's own yaml is accepted as well.
+            choices.setdefault("accelerate_config", list(TRL_CONFIGS))
+        return choices
 
     @staticmethod
     def generation_backend_problem(backend: str, model_path: str = "") -> Optional[str]:
@@ -141,6 +147,32 @@ class Workbench:
         except (ValueError, generation.GenerationBackendError) as exc:
             return str(exc)
         return None
+
+    def launch_commands(self, kind: str, config: dict[str, Any],
+                        stage_id: Optional[int] = None) -> list[str]:
+        """The command lines a stage's worker(s) are started with, as the runner builds them
+        (``backend.launch.launch_command``): machine 0's first (the runner starts it), then
+        one per other machine (run there by hand; ``--machine_rank`` differs). Before the
+        stage exists, ``STAGE_ID`` stands for its id; on one machine the rendezvous port is
+        picked free at launch (``FREE_PORT``). Raises ConfigError when the launch settings
+        cannot work here (a DeepSpeed config without a GPU, a missing yaml...)."""
+        from backend import launch
+        from backend.stages.common import LaunchConfig
+
+        names = {f.name for f in dataclass_fields(LaunchConfig)} - {"seed"}
+        settings = LaunchConfig.from_dict({k: v for k, v in config.items() if k in names})
+        settings.validate_launch()
+        args = ["_worker", *runner._db_args(self.store.url), "--stage",
+                "STAGE_ID" if stage_id is None else str(stage_id)]
+        one_machine = (settings.distributed or settings.num_machines > 1) and (
+            settings.num_machines == 1)
+        lines = []
+        for machine in range(settings.num_machines):
+            cmd = launch.launch_command(settings, args, machine_rank=machine)
+            if one_machine:
+                cmd[cmd.index("--main_process_port") + 1] = "FREE_PORT"
+            lines.append(launch.show_command(cmd))
+        return lines
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, recipe: str, preset: str = "tiny", sets: Optional[dict] = None,

@@ -23,17 +23,29 @@ import streamlit as st
 from backend.api import ConfigError
 from pages.common import CONFIG_COLUMNS, config_frame, edited_config, workbench
 
-# Settings that only mean something with another setting's value: drawn only then (their
-# stored value is kept meanwhile). With launcher=local the stage runs as one plain process.
-ONLY_WITH: dict[str, tuple[str, str]] = {
-    "num_processes": ("launcher", "accelerate"),
-    "num_machines": ("launcher", "accelerate"),
-    "accelerate_config": ("launcher", "accelerate"),
+# Settings that only mean something with other settings' values: drawn only then (their
+# stored value is kept meanwhile). launcher=local runs the stage as one plain process; the
+# rendezvous address matters only when several machines take part.
+SHOWN_WHEN: dict[str, Any] = {
+    "accelerate_config": lambda v: v.get("launcher") == "accelerate",
+    "num_processes": lambda v: v.get("launcher") == "accelerate",
+    "num_machines": lambda v: v.get("launcher") == "accelerate",
+    "main_process_ip": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
+    "main_process_port": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
 }
-# Whole-number settings drawn as number inputs beside the select boxes (the launch group).
-NUMBER_INPUTS = ("num_processes", "num_machines")
+# Whole-number settings of the launch group, drawn as number inputs.
+NUMBER_INPUTS = {"num_processes": 1, "num_machines": 1, "main_process_port": 1}  # -> least value
+# Text settings of the launch group, drawn as text inputs.
+TEXT_INPUTS = ("main_process_ip",)
 # Choices a user may extend with a value of their own: an accelerate config file's path.
 OPEN_CHOICES = ("accelerate_config",)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclass
@@ -61,29 +73,35 @@ def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
     help_text = wb.config_help(kind)
     choices = {name: options for name, options in wb.config_choices(kind).items()
                if name in config}
-    numbers = [name for name in NUMBER_INPUTS if name in config]
-    widgets = [name for name in config if name in choices or name in numbers]
-
+    widgets = [name for name in config
+               if name in choices or name in NUMBER_INPUTS or name in TEXT_INPUTS]
     chosen: dict[str, Any] = {name: config[name] for name in widgets}
     notes: dict[str, Any] = {}
-    shown = [name for name in widgets if name in choices and name not in ONLY_WITH]
-    if shown:
-        for column, name in zip(container.columns(max(3, len(shown))), shown):
-            chosen[name] = choice_box(column, name, choices[name], config[name],
-                                      help_text.get(name, ""), f"{key}_{name}")
-            notes[name] = column.empty()
-    # The launch group: the dependent settings, then the command they give.
-    dependent = [name for name in widgets if name in ONLY_WITH
-                 and chosen.get(ONLY_WITH[name][0]) == ONLY_WITH[name][1]]
-    if dependent:
-        for column, name in zip(container.columns(max(3, len(dependent))), dependent):
-            if name in numbers:
+
+    def draw(names: list[str]) -> None:
+        """One row of widgets; each column keeps a slot under its widget for a reason."""
+        for column, name in zip(container.columns(max(3, len(names))), names):
+            widget_key, help_ = f"{key}_{name}", help_text.get(name) or None
+            if name in choices:
+                chosen[name] = choice_box(column, name, choices[name], config[name], help_,
+                                          widget_key)
+            elif name in NUMBER_INPUTS:
                 chosen[name] = column.number_input(
-                    name, min_value=1, step=1, value=max(1, int(config[name] or 1)),
-                    help=help_text.get(name, ""), key=f"{key}_{name}")
+                    name, min_value=NUMBER_INPUTS[name], step=1, help=help_, key=widget_key,
+                    value=max(NUMBER_INPUTS[name], _int(config[name])))
             else:
-                chosen[name] = choice_box(column, name, choices[name], config[name],
-                                          help_text.get(name, ""), f"{key}_{name}")
+                chosen[name] = column.text_input(name, value=str(config[name] or ""),
+                                                 help=help_, key=widget_key).strip()
+            notes[name] = column.empty()
+
+    # Always-shown choices first (generation_backend, launcher); what they switch on below,
+    # in the order the stage declares it, each row drawn once what it depends on is chosen.
+    draw([name for name in widgets if name not in SHOWN_WHEN])
+    for rule_group in (("accelerate_config", "num_processes", "num_machines"),
+                       ("main_process_ip", "main_process_port")):
+        names = [name for name in rule_group if name in widgets and SHOWN_WHEN[name](chosen)]
+        if names:
+            draw(names)
     command_slot = container.empty() if "launcher" in config else None
 
     table_defaults = {k: v for k, v in config.items() if k not in widgets}
@@ -121,17 +139,23 @@ def choice_box(container: Any, name: str, options: list[str], value: Any, help_:
 
 
 def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any]) -> None:
-    """The command line the stage's worker will be started with, as the launcher builds it
-    (``Workbench.launch_command``); the reason instead when these settings cannot build one."""
-    builder = getattr(wb, "launch_command", None)
-    if builder is None:
-        return
+    """The command line(s) the stage's worker(s) will be started with, as the runner builds
+    them (``Workbench.launch_commands``); the reason instead when the launch settings cannot
+    work here (a DeepSpeed config on a machine without GPUs...)."""
     try:
-        command = builder(kind, config)
+        lines = wb.launch_commands(kind, config)
     except (ConfigError, ValueError) as exc:
-        slot.error(f"No launch command: {exc}", icon="⚠️")
+        slot.error(f"These launch settings cannot start here: {exc}", icon="⚠️")
         return
     with slot.container():
-        st.caption("The stage starts with this command (on a multi-node setup: node 0's; "
-                   "see docs/scaling.md):")
-        st.code(command, language="bash", wrap_lines=True)
+        if len(lines) == 1:
+            st.caption("The stage's worker starts with (STAGE_ID: the stage's id once the run "
+                       "is created; FREE_PORT: a port free at launch):")
+            st.code(lines[0], language="bash", wrap_lines=True)
+            return
+        st.caption(f"Machine 0 (this one: the runner starts it) runs the first command; each "
+                   f"other machine runs its own line, once the stage is launching, from a "
+                   f"checkout at the same path with the same R1WB_DB_URL (docs/scaling.md). "
+                   f"STAGE_ID: the stage's id once the run is created.")
+        st.code("\n\n".join(f"# machine {k}\n{line}" for k, line in enumerate(lines)),
+                language="bash", wrap_lines=True)

@@ -120,3 +120,78 @@ def test_a_head_size_vllm_rejects_is_shown_for_the_model_folder_typed(store, sta
     assert "its head size is 16" in texts(at.error)
     start(at)
     assert store.list_runs() == [] and started == []
+
+
+# -- the launcher (a stage config with LaunchConfig's fields: grpo) ----------------------------
+def grpo_key(name: str) -> str:
+    return f"config_r1-zero_smoke_0_1_{name}"
+
+
+def launch_code(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.code if "-m backend _worker" in c.value)
+
+
+def test_local_launcher_shows_the_plain_worker_command_and_no_process_counts(store):
+    at = new_run_form("r1-zero")
+    assert at.selectbox(key=grpo_key("launcher")).options == ["local", "accelerate"]
+    assert at.selectbox(key=grpo_key("launcher")).value == "local"
+    keys = {w.key for w in [*at.number_input, *at.selectbox, *at.text_input]}
+    assert not keys & {grpo_key(n) for n in ("num_processes", "num_machines",
+                                            "accelerate_config", "main_process_ip")}
+    code = launch_code(at)
+    assert code.endswith(f"-m backend _worker --db sqlite:///{store.url.split(':///')[1]} "
+                         f"--stage STAGE_ID")
+    assert "accelerate" not in code
+    # The launch settings are widgets, not table rows.
+    assert not {"launcher", "num_processes", "main_process_ip"} & set(table_settings(at)[1])
+
+
+def test_accelerate_shows_counts_and_config_and_the_command_the_run_gets(store, started):
+    at = new_run_form("r1-zero")
+    at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
+    assert at.selectbox(key=grpo_key("accelerate_config")).options[:4] == [
+        "ddp", "zero2", "zero3", "fsdp"]
+    assert at.number_input(key=grpo_key("num_machines")).value == 1
+    assert not [w for w in at.text_input if w.key == grpo_key("main_process_ip")]
+    at.number_input(key=grpo_key("num_processes")).set_value(2).run()
+    assert not at.error, texts(at.error)
+    code = launch_code(at)
+    assert " launch --config_file " in code and "multi_gpu.yaml" in code
+    assert ("--num_processes 2 --num_machines 1 --machine_rank 0 --main_process_port "
+            "FREE_PORT --mixed_precision no -m backend _worker") in code
+    start(at)
+    assert not at.error, texts(at.error)
+    (run,) = store.list_runs()
+    grpo = run.stages[1].config
+    assert (grpo["launcher"], grpo["num_processes"], grpo["accelerate_config"]) == (
+        "accelerate", 2, "ddp")
+    assert run.stages[2].config.get("launcher") is None  # evaluate has no launcher
+
+
+def test_two_machines_ask_for_machine_zeros_address_and_show_each_machines_line(store):
+    at = new_run_form("r1-zero")
+    at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
+    at.number_input(key=grpo_key("num_processes")).set_value(2).run()
+    at.number_input(key=grpo_key("num_machines")).set_value(2).run()
+    # No address yet: the reason, not a command.
+    assert "needs main_process_ip" in texts(at.error)
+    at.text_input(key=grpo_key("main_process_ip")).input("10.0.0.5").run()
+    assert not at.error, texts(at.error)
+    code = launch_code(at)
+    first, second = [line for line in code.splitlines() if "-m backend _worker" in line]
+    assert "--machine_rank 0 --main_process_port 29500 --main_process_ip 10.0.0.5" in first
+    assert first.replace("--machine_rank 0", "--machine_rank 1") == second
+
+
+def test_a_deepspeed_config_on_a_machine_without_gpus_shows_why(store, started, monkeypatch):
+    from backend import launch
+
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    at = new_run_form("r1-zero")
+    at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
+    at.number_input(key=grpo_key("num_processes")).set_value(2).run()
+    at.selectbox(key=grpo_key("accelerate_config")).select("zero3").run()
+    assert "needs GPUs and this machine has none" in texts(at.error)
+    assert not launch_code(at)
+    start(at)
+    assert "Run not created" in texts(at.error) and store.list_runs() == []
