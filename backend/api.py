@@ -149,19 +149,22 @@ class Workbench:
         return None
 
     def launch_commands(self, kind: str, config: dict[str, Any],
-                        stage_id: Optional[int] = None) -> list[str]:
+                        stage_id: Optional[int] = None, check: bool = True) -> list[str]:
         """The command lines a stage's worker(s) are started with, as the runner builds them
         (``backend.launch.launch_command``): machine 0's first (the runner starts it), then
         one per other machine (run there by hand; ``--machine_rank`` differs). Before the
         stage exists, ``STAGE_ID`` stands for its id; on one machine the rendezvous port is
-        picked free at launch (``FREE_PORT``). Raises ConfigError when the launch settings
-        cannot work here (a DeepSpeed config without a GPU, a missing yaml...)."""
+        picked free at launch (``FREE_PORT``). With ``check`` raises ConfigError when the
+        launch settings cannot work here (a DeepSpeed config without a GPU...); without, only
+        when the command cannot be built (a yaml that is not here): a stage created on a GPU
+        machine, looked at from another."""
         from backend import launch
         from backend.stages.common import LaunchConfig
 
         names = {f.name for f in dataclass_fields(LaunchConfig)} - {"seed"}
         settings = LaunchConfig.from_dict({k: v for k, v in config.items() if k in names})
-        settings.validate_launch()
+        if check:
+            settings.validate_launch()
         args = ["_worker", *runner._db_args(self.store.url), "--stage",
                 "STAGE_ID" if stage_id is None else str(stage_id)]
         one_machine = (settings.distributed or settings.num_machines > 1) and (

@@ -25,6 +25,7 @@ from pages.common import (ACTIVE_STATES, CHART_SECONDS, CONFIG_COLUMNS, FAILED, 
                           local_time, pick_run, poll_period, query_int, rerun_if_deleted,
                           show_flashes, stage_label, stage_title, status_badge, watched_stage,
                           workbench)
+from pages.stage_settings import launch_panel
 from pages.steering_form import steering_form
 
 wb = workbench()
@@ -408,6 +409,7 @@ stage_title(stage)
 st.caption(f"Stage #{stage.id} · kind `{stage.kind}` · run #{stage.run_id}")
 controls(stage)
 show_error(stage)
+launch_panel(stage)  # a stage over many processes / machines: each machine's command line
 if stage.status in RESUMABLE_STATES:
     rerun_form(stage, checkpoint_missing=missing_checkpoint(stage))
 st.fragment(rerun_if_deleted(live_panel), run_every=poll_period(stage.status))(

@@ -21,7 +21,8 @@ import pandas as pd
 import streamlit as st
 
 from backend.api import ConfigError
-from pages.common import CONFIG_COLUMNS, config_frame, edited_config, workbench
+from pages.common import (ACTIVE_STATES, CONFIG_COLUMNS, QUEUED, config_frame, edited_config,
+                          workbench)
 
 # Settings that only mean something with other settings' values: drawn only then (their
 # stored value is kept meanwhile). launcher=local runs the stage as one plain process; the
@@ -157,5 +158,32 @@ def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any]) -> None:
                    f"other machine runs its own line, once the stage is launching, from a "
                    f"checkout at the same path with the same R1WB_DB_URL (docs/scaling.md). "
                    f"STAGE_ID: the stage's id once the run is created.")
+        st.code("\n\n".join(f"# machine {k}\n{line}" for k, line in enumerate(lines)),
+                language="bash", wrap_lines=True)
+
+
+def launch_panel(stage: Any) -> None:
+    """Stage page: the command lines of a stage launched over many processes, with its id
+    filled in, so that each other machine's line can be copied from here (the run's events
+    hold them as well, with the port the runner picked on one machine)."""
+    config = stage.config or {}
+    if config.get("launcher") != "accelerate":
+        return
+    machines = _int(config.get("num_machines")) or 1
+    with st.expander(f"Launch: {config.get('num_processes')} processes on {machines} "
+                     f"machine(s)", icon=":material/lan:",
+                     expanded=machines > 1 and stage.status in (QUEUED, *ACTIVE_STATES)):
+        try:
+            lines = workbench().launch_commands(stage.kind, config, stage_id=stage.id,
+                                                check=False)
+        except (ConfigError, ValueError) as exc:
+            st.caption(f"The command cannot be rebuilt on this machine: {exc}")
+            return
+        if machines > 1:
+            st.caption("The runner runs machine 0's line; run each other machine's line there, "
+                       "from a checkout at the same path with the same R1WB_DB_URL and "
+                       "R1WB_HOME (docs/scaling.md). After a resume, run them again.")
+        else:
+            st.caption("FREE_PORT: the port the runner picked at launch (Recent events).")
         st.code("\n\n".join(f"# machine {k}\n{line}" for k, line in enumerate(lines)),
                 language="bash", wrap_lines=True)

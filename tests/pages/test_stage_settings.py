@@ -195,3 +195,32 @@ def test_a_deepspeed_config_on_a_machine_without_gpus_shows_why(store, started, 
     assert not launch_code(at)
     start(at)
     assert "Run not created" in texts(at.error) and store.list_runs() == []
+
+
+# -- the Stage page: a many-machine stage's lines, its id filled in --------------------------
+def test_stage_page_shows_each_machines_line_of_a_stage_created_on_a_gpu_machine(store,
+                                                                                 monkeypatch):
+    from backend import launch
+    from storage import StageSpec
+    from tests.pages.test_pages import stage_page
+
+    # Stored as a GPU machine accepted it; this UI machine has no GPU: shown all the same.
+    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    config = {**Workbench.default_stages("r1-zero", "smoke")[1].config,
+              "launcher": "accelerate", "num_processes": 4, "num_machines": 2,
+              "main_process_ip": "10.0.0.5", "accelerate_config": "zero3"}
+    run = store.create_run("mp", "r1-zero", "smoke", {}, [StageSpec("grpo", "grpo", config)])
+    stage_id = run.stages[0].id
+    at = stage_page(run.id, stage_id)
+    assert not at.exception
+    (panel,) = [e for e in at.expander if e.label.startswith("Launch:")]
+    assert panel.label == "Launch: 4 processes on 2 machine(s)"
+    code = launch_code(at)
+    lines = [line for line in code.splitlines() if "-m backend _worker" in line]
+    assert len(lines) == 2 and all(line.endswith(f"--stage {stage_id}") for line in lines)
+    assert "zero3.yaml" in lines[0] and "--machine_rank 1" in lines[1]
+    # A local stage has no such panel.
+    other = store.create_run("one", "r1-zero", "smoke", {}, Workbench.default_stages(
+        "r1-zero", "smoke")[1:2])
+    at = stage_page(other.id, other.stages[0].id)
+    assert not [e for e in at.expander if e.label.startswith("Launch:")]
