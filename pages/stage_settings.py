@@ -34,6 +34,11 @@ SHOWN_WHEN: dict[str, Any] = {
     "main_process_ip": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
     "main_process_port": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
 }
+# The launch group's rows (a stage config with LaunchConfig's fields), drawn after the
+# stage's other choices; and how many widgets one row holds.
+LAUNCH_ROWS = (("launcher", "accelerate_config", "num_processes", "num_machines"),
+               ("main_process_ip", "main_process_port"))
+ROW_WIDTH = 4
 # Whole-number settings of the launch group, drawn as number inputs.
 NUMBER_INPUTS = {"num_processes": 1, "num_machines": 1, "main_process_port": 1}  # -> least value
 # Text settings of the launch group, drawn as text inputs.
@@ -79,30 +84,33 @@ def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
     chosen: dict[str, Any] = {name: config[name] for name in widgets}
     notes: dict[str, Any] = {}
 
-    def draw(names: list[str]) -> None:
-        """One row of widgets; each column keeps a slot under its widget for a reason."""
-        for column, name in zip(container.columns(max(3, len(names))), names):
-            widget_key, help_ = f"{key}_{name}", help_text.get(name) or None
-            if name in choices:
-                chosen[name] = choice_box(column, name, choices[name], config[name], help_,
-                                          widget_key)
-            elif name in NUMBER_INPUTS:
-                chosen[name] = column.number_input(
-                    name, min_value=NUMBER_INPUTS[name], step=1, help=help_, key=widget_key,
-                    value=max(NUMBER_INPUTS[name], _int(config[name])))
-            else:
-                chosen[name] = column.text_input(name, value=str(config[name] or ""),
-                                                 help=help_, key=widget_key).strip()
-            notes[name] = column.empty()
+    def draw(column: Any, name: str) -> None:
+        """One widget in ``column``, with a slot under it for a reason."""
+        widget_key, help_ = f"{key}_{name}", help_text.get(name) or None
+        if name in choices:
+            chosen[name] = choice_box(column, name, choices[name], config[name], help_,
+                                      widget_key)
+        elif name in NUMBER_INPUTS:
+            chosen[name] = column.number_input(
+                name, min_value=NUMBER_INPUTS[name], step=1, help=help_, key=widget_key,
+                value=max(NUMBER_INPUTS[name], _int(config[name])))
+        else:
+            chosen[name] = column.text_input(name, value=str(config[name] or ""), help=help_,
+                                             key=widget_key).strip()
+        notes[name] = column.empty()
 
-    # Always-shown choices first (generation_backend, launcher); what they switch on below,
-    # in the order the stage declares it, each row drawn once what it depends on is chosen.
-    draw([name for name in widgets if name not in SHOWN_WHEN])
-    for rule_group in (("accelerate_config", "num_processes", "num_machines"),
-                       ("main_process_ip", "main_process_port")):
-        names = [name for name in rule_group if name in widgets and SHOWN_WHEN[name](chosen)]
-        if names:
-            draw(names)
+    # The stage's choices in its own order, ROW_WIDTH to a row; then the launch group, each
+    # row's later widgets drawn only when what they depend on (drawn first) says so.
+    launch = [name for row in LAUNCH_ROWS for name in row]
+    plain = [name for name in widgets if name not in launch]
+    for start in range(0, len(plain), ROW_WIDTH):
+        for column, name in zip(container.columns(ROW_WIDTH), plain[start:start + ROW_WIDTH]):
+            draw(column, name)
+    for row in LAUNCH_ROWS:
+        columns = iter(container.columns(ROW_WIDTH))
+        for name in row:
+            if name in widgets and (name not in SHOWN_WHEN or SHOWN_WHEN[name](chosen)):
+                draw(next(columns), name)
     command_slot = container.empty() if "launcher" in config else None
 
     table_defaults = {k: v for k, v in config.items() if k not in widgets}
@@ -116,12 +124,16 @@ def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
         table = edited_config(table_defaults, edited)
     except ConfigError:
         table = table_defaults  # the bad value is reported when the run is started
-    if "generation_backend" in chosen:
-        problem = wb.generation_backend_problem(chosen["generation_backend"],
-                                                str(table.get("model_path") or ""))
+    for name in chosen:
+        # generation_backend generates with model_path's model, judge_generation_backend
+        # with judge_model_path's...
+        if not name.endswith("generation_backend"):
+            continue
+        model_path = table.get(name.removesuffix("generation_backend") + "model_path")
+        problem = wb.generation_backend_problem(chosen[name], str(model_path or ""))
         if problem:
-            settings.problems.append(f"{stage_label}: {problem}")
-            notes.get("generation_backend", container).error(problem, icon="⚠️")
+            settings.problems.append(f"{stage_label}: {name}: {problem}")
+            notes[name].error(problem, icon="⚠️")
     if command_slot is not None:
         show_command(command_slot, wb, kind, {**table, **chosen})
     return settings

@@ -47,7 +47,8 @@ class DistillConfig(TimeBudgetConfig):
     prompt_column: str = field(default="question", metadata={"help": "Prompt column of the dataset."})
     answer_column: str = field(default="answer", metadata={
         "help": "Answer column (the held-out evaluation reads it; training does not)."})
-    answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
+    answer_format: str = field(default="auto", metadata={
+        "help": "auto | gsm8k | boxed | plain.", "choices": ["auto", "gsm8k", "boxed", "plain"]})
     prompt_template: str = field(default="auto", metadata={
         "help": "auto | chat | plain | bare | a template with {prompt}. auto: the student's own "
                 "format. The teacher reads exactly the student's tokens."})

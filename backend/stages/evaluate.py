@@ -72,7 +72,8 @@ class EvaluateConfig(StageConfig):
                 "held-out split."})
     prompt_column: str = field(default="question", metadata={"help": "Prompt column of the dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of the dataset."})
-    answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
+    answer_format: str = field(default="auto", metadata={
+        "help": "auto | gsm8k | boxed | plain.", "choices": ["auto", "gsm8k", "boxed", "plain"]})
     task: str = field(default="", metadata={
         "help": "Synthetic problems when no dataset is set and none are wired: addition (1-3 "
                 "digits) or addition:MIN-MAX."})

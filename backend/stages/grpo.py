@@ -42,7 +42,8 @@ class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
         "help": "jsonl/parquet/HF dataset of problems; empty = the synthetic addition task."})
     prompt_column: str = field(default="question", metadata={"help": "Prompt column of the dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of the dataset."})
-    answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
+    answer_format: str = field(default="auto", metadata={
+        "help": "auto | gsm8k | boxed | plain.", "choices": ["auto", "gsm8k", "boxed", "plain"]})
     prompt_template: str = field(default="auto", metadata={
         "help": "auto | chat | plain | bare | a template with {prompt}. auto: the input model's "
                 "own format, else chat when the tokenizer has a chat template, the bare problem "
@@ -58,9 +59,11 @@ class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
         "help": "KL penalty to the reference model (live; > 0 at start to load a reference)."})
     epsilon: float = field(default=0.2, metadata={"help": "Clip range of the policy ratio."})
     loss_type: str = field(default="dapo", metadata={
-        "help": "TRL loss: grpo | dr_grpo | dapo | bnpo | cispo | sapo."})
+        "help": "TRL loss: grpo | dr_grpo | dapo | bnpo | cispo | sapo.",
+        "choices": ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"]})
     scale_rewards: str = field(default="group", metadata={
-        "help": "Advantage scaling: group (divide by group std) | batch | none."})
+        "help": "Advantage scaling: group (divide by group std) | batch | none.",
+        "choices": ["group", "batch", "none"]})
     reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"], metadata={
         "help": "Reward functions (accuracy, format, tag_count, language_consistency, length, "
                 "cosine_length, repetition, readable_summary) and reward models (helpfulness, "

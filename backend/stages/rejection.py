@@ -66,7 +66,8 @@ class RejectionConfig(StageConfig):
     prompt_column: str = field(default="question", metadata={
         "help": "Prompt column of the dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Answer column of the dataset."})
-    answer_format: str = field(default="auto", metadata={"help": "auto | gsm8k | boxed | plain."})
+    answer_format: str = field(default="auto", metadata={
+        "help": "auto | gsm8k | boxed | plain.", "choices": ["auto", "gsm8k", "boxed", "plain"]})
     prompt_template: str = field(default="auto", metadata={
         "help": "auto (the model's own format) | chat | plain | bare | a template with {prompt}."})
     prompts: int = field(default=300, metadata={
@@ -91,7 +92,8 @@ class RejectionConfig(StageConfig):
     correct_by: str = field(default="rule_and_judge", metadata={
         "help": "Which verdict decides correctness: rule | judge | rule_or_judge (the judge "
                 "rescues answers the rule cannot read; open-r1) | rule_and_judge (both must "
-                "agree; a candidate the judge did not see counts on the rule alone)."})
+                "agree; a candidate the judge did not see counts on the rule alone).",
+        "choices": list(CORRECT_BY)})
     require_reasoning_complete: bool = field(default=True, metadata={
         "help": "Reject a candidate without a closed </think> followed by <answer>...</answer>."})
     drop_truncated: bool = field(default=True, metadata={
@@ -147,7 +149,8 @@ class RejectionConfig(StageConfig):
                 "what a judge stage's model was trained with, else tiny or llm by tokenizer."})
     judge_on: str = field(default="all", metadata={
         "help": "Which candidates the judge sees: all (agreement with the rule is measured on "
-                "all) | rule_passed | rule_failed (open-r1: only what the rule rejected)."})
+                "all) | rule_passed | rule_failed (open-r1: only what the rule rejected).",
+        "choices": list(JUDGE_ON)})
     judge_max_new_tokens: int = field(default=0, metadata={
         "help": "Judge generation budget; 0 = what the judge stage recorded, 32 for the tiny "
                 "template, else 512."})

@@ -43,7 +43,8 @@ EXAMPLES_SHOWN = 8
 class RewardModelConfig(StageConfig):
     aspect: str = field(default="helpfulness", metadata={
         "help": "helpfulness | harmlessness: what the model scores (the tiny preset's pairs "
-                "follow this aspect's rules; GRPO names the reward after it)."})
+                "follow this aspect's rules; GRPO names the reward after it).",
+        "choices": list(ASPECTS)})
     model_path: str = field(default="", metadata={
         "help": "HF model folder the reward model starts from (a score head is added); empty = "
                 "the wired model (the base)."})

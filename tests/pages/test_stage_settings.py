@@ -71,6 +71,27 @@ def test_each_stage_with_a_generation_backend_gets_a_select_box_not_a_table_row(
     assert "learning_rate" in grpo and "k" in evaluate and "steps" in pretrain
 
 
+def test_every_setting_with_choices_is_a_select_box_in_every_stage_of_r1(store, started):
+    at = new_run_form("r1")
+    specs = Workbench.default_stages("r1", "smoke")
+    tables = table_settings(at)
+    assert len(tables) == len(specs)
+    for i, (spec, table) in enumerate(zip(specs, tables)):
+        for name, options in Workbench.config_choices(spec.kind).items():
+            if name in ("accelerate_config",):  # drawn only with launcher=accelerate
+                continue
+            box = at.selectbox(key=f"config_r1_smoke_0_{i}_{name}")
+            assert box.options[:len(options)] == options and box.value == spec.config[name]
+            assert name not in table, (spec.kind, name)
+    # One that is not a backend: the choice reaches the config.
+    rejection = next(i for i, s in enumerate(specs) if s.kind == "rejection")
+    at.selectbox(key=f"config_r1_smoke_0_{rejection}_correct_by").select("rule").run()
+    start(at)
+    assert not at.error, texts(at.error)
+    (run,) = store.list_runs()
+    assert run.stages[rejection].config["correct_by"] == "rule"
+
+
 def test_choosing_vllm_sets_the_stage_config(store, started, cpu_vllm):
     at = new_run_form("r1-zero")
     backend_box(at, "r1-zero", 1).select("vllm").run()
@@ -96,7 +117,8 @@ def test_vllm_not_installed_shows_the_reason_and_creates_nothing(store, started,
     assert "vLLM is not installed here" in shown and "requirements-vllm.txt" in shown
     assert "generation_backend=hf" in shown
     start(at)
-    assert "Run not created. 3. held-out evaluation: vLLM is not installed" in texts(at.error)
+    assert ("Run not created. 3. held-out evaluation: generation_backend: vLLM is not "
+            "installed") in texts(at.error)
     assert store.list_runs() == [] and started == []
     backend_box(at, "r1-zero", 2).select("hf").run()  # back to hf: the reason goes
     assert not at.error, texts(at.error)
