@@ -7,7 +7,8 @@ text (it validates and coerces them). Next to a choice the form shows at once wh
 the stage fail later: a generation backend that cannot run here (vLLM not installed, a head
 size vLLM rejects: ``Workbench.generation_backend_problem``). For a stage that has a
 ``launcher``, the process count and machine count appear only with ``launcher=accelerate``,
-and the command the stage will be started with is shown as it will run.
+and the command the stage will be started with is shown as it will run (on the Stage page,
+``launch_panel``: each machine's line with the stage's id).
 
 No ``st.form`` around these widgets: what a choice shows or hides, and the reason a choice
 cannot run, must follow the choice at once, not after a submit.
@@ -24,15 +25,20 @@ from backend.api import ConfigError
 from pages.common import (ACTIVE_STATES, CONFIG_COLUMNS, QUEUED, config_frame, edited_config,
                           workbench)
 
+def _accelerate(chosen: dict[str, Any]) -> bool:
+    return chosen.get("launcher") == "accelerate"
+
+
+def _machines(chosen: dict[str, Any]) -> bool:
+    return _accelerate(chosen) and _int(chosen.get("num_machines")) > 1
+
+
 # Settings that only mean something with other settings' values: drawn only then (their
 # stored value is kept meanwhile). launcher=local runs the stage as one plain process; the
 # rendezvous address matters only when several machines take part.
 SHOWN_WHEN: dict[str, Any] = {
-    "accelerate_config": lambda v: v.get("launcher") == "accelerate",
-    "num_processes": lambda v: v.get("launcher") == "accelerate",
-    "num_machines": lambda v: v.get("launcher") == "accelerate",
-    "main_process_ip": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
-    "main_process_port": lambda v: v.get("launcher") == "accelerate" and _int(v.get("num_machines")) > 1,
+    "accelerate_config": _accelerate, "num_processes": _accelerate, "num_machines": _accelerate,
+    "main_process_ip": _machines, "main_process_port": _machines,
 }
 # The launch group's rows (a stage config with LaunchConfig's fields), drawn after the
 # stage's other choices; and how many widgets one row holds.
