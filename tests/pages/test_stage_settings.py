@@ -246,3 +246,16 @@ def test_stage_page_shows_each_machines_line_of_a_stage_created_on_a_gpu_machine
         "r1-zero", "smoke")[1:2])
     at = stage_page(other.id, other.stages[0].id)
     assert not [e for e in at.expander if e.label.startswith("Launch:")]
+
+
+def test_back_to_local_drops_the_hidden_process_count(store, started):
+    at = new_run_form("r1-zero")
+    at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
+    at.number_input(key=grpo_key("num_processes")).set_value(2).run()
+    at.selectbox(key=grpo_key("launcher")).select("local").run()
+    assert not [w for w in at.number_input if w.key == grpo_key("num_processes")]
+    start(at)  # not refused for "num_processes > 1 needs launcher=accelerate"
+    assert not at.error, texts(at.error)
+    (run,) = store.list_runs()
+    assert (run.stages[1].config["launcher"], run.stages[1].config["num_processes"]) == (
+        "local", 1)
