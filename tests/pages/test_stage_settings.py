@@ -259,3 +259,26 @@ def test_back_to_local_drops_the_hidden_process_count(store, started):
     (run,) = store.list_runs()
     assert (run.stages[1].config["launcher"], run.stages[1].config["num_processes"]) == (
         "local", 1)
+
+
+def test_the_form_with_accelerate_and_vllm_chosen_imports_no_training_library(home):
+    """The choices' checks (vLLM installed? head size? GPUs, TRL's config files) read package
+    metadata and files only: the UI process never loads torch, transformers, trl or vLLM."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            f"at = AppTest.from_file({APP!r}, default_timeout=60).run()\n"
+            "at.selectbox(key='new_preset').select('smoke').run()\n"
+            "at.selectbox(key='config_r1-zero_smoke_0_1_launcher').select('accelerate').run()\n"
+            "at.selectbox(key='config_r1-zero_smoke_0_1_generation_backend').select('vllm').run()\n"
+            "at.selectbox(key='config_r1-zero_smoke_0_2_generation_backend').select('vllm').run()\n"
+            "assert not at.exception, at.exception\n"
+            "assert any('accelerate' in c.value for c in at.code)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm', 'deepspeed')"
+            " if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(APP).parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
