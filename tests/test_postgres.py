@@ -6,7 +6,8 @@ The server: ``R1WB_TEST_PG_URL`` (a URL whose user may CREATE DATABASE) when set
 throwaway server started here from the PostgreSQL binaries on this machine (``./test.sh``
 installs Debian's ``postgresql`` when run as root): ``initdb`` into a temporary folder, listening
 only on a unix socket in that folder (no port for parallel test runs to fight over), stopped and
-deleted when the session ends. Without binaries or driver these tests skip with the reason;
+deleted when the session ends, or by its guard process when pytest is killed (even kill -9);
+a server whose guard died too is stopped by the next session (``stop_stale_servers``). Without binaries or driver these tests skip with the reason;
 under CI (env ``CI`` set) they fail instead, so CI never passes without PostgreSQL tested.
 
 Tests share one database migrated to head, emptied after each test (every table truncated,
@@ -63,26 +64,100 @@ def _bindir() -> Optional[Path]:
     return versions[-1].parent if versions else None
 
 
+SERVER_PREFIX = "r1wb-pg-"
+OWNER_FILE = "owner"  # "PID CREATE_TIME" of the process that started the server
+
+# The guard started beside each server, in a session of its own (a kill of the test's process
+# group spares it): it blocks reading a pipe whose only writer is the process that started
+# the server. A byte means "stopped as planned"; end of file means that process is gone (a
+# killed pytest, even kill -9, before its session teardown ran): then it stops the server and
+# deletes its folder. argv: read fd, folder, the pg_ctl stop command.
+_GUARD = """
+import os, shutil, subprocess, sys
+fd, folder, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+try:
+    told = os.read(fd, 1)
+except OSError:
+    told = b""
+if not told:
+    subprocess.run(stop, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _process_id() -> str:
+    """This process as ``PID CREATE_TIME``: a pid alone may be reused by another process."""
+    import psutil
+
+    return f"{os.getpid()} {psutil.Process().create_time():.3f}"
+
+
+def _owner_alive(owner: str) -> bool:
+    import psutil
+
+    try:
+        pid, created = owner.split()
+        return abs(psutil.Process(int(pid)).create_time() - float(created)) < 0.01
+    except (ValueError, psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _as_postgres() -> list[str]:
+    """The command prefix that runs a server binary as the ``postgres`` user when we are root
+    (PostgreSQL refuses to run as root); empty otherwise."""
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    if not runuser:
+        raise RuntimeError("running as root, and runuser is missing to start "
+                           "PostgreSQL as the postgres user")
+    return [runuser, "-u", "postgres", "--"]
+
+
+def stop_stale_servers(bindir: Path, parent: Optional[Path] = None) -> list[Path]:
+    """Stop and delete the throwaway servers in ``parent`` (the temporary folder) whose owner
+    process is gone: what a killed test run left when its guard could not clean up either.
+    A folder whose owner still runs (a test session in progress) or that names no owner is
+    left alone. Returns the folders removed."""
+    removed = []
+    for folder in sorted(Path(parent or tempfile.gettempdir()).glob(SERVER_PREFIX + "*")):
+        try:
+            owner = (folder / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        if _owner_alive(owner):
+            continue
+        if (folder / "data" / "postmaster.pid").exists():
+            subprocess.run(_as_postgres() + [str(bindir / "pg_ctl"), "-D", str(folder / "data"),
+                                             "-m", "immediate", "stop"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 class ThrowawayServer:
     """initdb + pg_ctl start in a temporary folder; as the ``postgres`` user when we are root
-    (PostgreSQL refuses to run as root)."""
+    (PostgreSQL refuses to run as root). It does not outlive the process that started it: a
+    guard process stops it when that process dies without calling ``stop`` (``_GUARD``), and
+    ``stop_stale_servers`` removes what a guard could not."""
 
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, guard: bool = True):
         self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="r1wb-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=SERVER_PREFIX))
+        (self.dir / OWNER_FILE).write_text(_process_id())
         self.data = self.dir / "data"
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            runuser = shutil.which("runuser")
-            if not runuser:
-                raise RuntimeError("running as root, and runuser is missing to start "
-                                   "PostgreSQL as the postgres user")
+        self.guard = guard
+        self._guard_pipe: Optional[int] = None  # our end: written or closed when we stop
+        self.as_user = _as_postgres()
+        if self.as_user:
             try:
                 shutil.chown(self.dir, "postgres")
             except LookupError:
                 raise RuntimeError("running as root and there is no postgres user to run "
                                    "the server as (install Debian's postgresql package)")
-            self.as_user = [runuser, "-u", "postgres", "--"]
         os.chmod(self.dir, 0o700)
 
     def _run(self, *args: str, timeout: float = 120) -> None:
@@ -98,9 +173,22 @@ class ThrowawayServer:
                 tail += "\n--- server.log ---\n" + server_log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}):\n{tail}")
 
+    def _start_guard(self) -> None:
+        read_end, self._guard_pipe = os.pipe()  # both ends non-inheritable (PEP 446)
+        try:
+            subprocess.Popen(
+                [sys.executable, "-c", _GUARD, str(read_end), str(self.dir), *self.as_user,
+                 str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                pass_fds=(read_end,), start_new_session=True, cwd="/",
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            os.close(read_end)
+
     def start(self, durable: bool = False) -> str:
         """Returns the URL of its ``postgres`` database. ``durable``: PostgreSQL's default
         fsync and commit settings (for benchmarks) instead of the fast throwaway ones."""
+        if self.guard:  # before initdb: a kill during it leaves no folder behind either
+            self._start_guard()
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "--no-sync", "-E", "UTF8", "--no-locale")
         options = (f"-c listen_addresses='' -c unix_socket_directories='{self.dir}' "
@@ -118,6 +206,10 @@ class ThrowawayServer:
                       "stop", timeout=60)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self._guard_pipe is not None:  # stopped as planned: the guard just exits
+                os.write(self._guard_pipe, b"s")
+                os.close(self._guard_pipe)
+                self._guard_pipe = None
 
 
 class Cluster:
@@ -177,6 +269,7 @@ def pg_cluster():
             _unavailable("no PostgreSQL server binaries (initdb) on this machine: as root, "
                          "./test.sh installs Debian's postgresql; or set R1WB_TEST_PG_URL")
         try:
+            stop_stale_servers(bindir)  # left by an earlier run that was killed
             server = ThrowawayServer(bindir)
             admin_url = server.start()
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
@@ -245,6 +338,97 @@ def test_without_postgresql_these_tests_skip_but_fail_under_ci(monkeypatch):
     with pytest.raises(pytest.fail.Exception,
                        match="CI is set but PostgreSQL cannot be tested: no initdb here"):
         _unavailable("no initdb here")
+
+
+# ------------------------------------------------------------------------------ no leaked server
+@pytest.fixture
+def bindir() -> Path:
+    found = _bindir()
+    if found is None:
+        _unavailable("no PostgreSQL server binaries (initdb) on this machine")
+    return found
+
+
+def _postmaster_pid(folder: Path) -> int:
+    return int((folder / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:  # a server process that exited but is not yet reaped counts as gone
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _kill_leftover(folder: Path, pid: Optional[int]) -> None:
+    """What a failing test leaves: the server killed, its folder deleted."""
+    if pid is not None and not _gone(pid):
+        os.kill(pid, 9)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_killed_test_process_does_not_leave_its_server_running(bindir):
+    # kill -9 of the process that started the server: no teardown runs, only the guard.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from pathlib import Path\n"
+         "from tests.test_postgres import ThrowawayServer\n"
+         "server = ThrowawayServer(Path(sys.argv[1]))\n"
+         "server.start()\n"
+         "print(server.dir, flush=True)\n"
+         "time.sleep(600)\n", str(bindir)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    folder = Path(child.stdout.readline().strip())
+    pid = None
+    try:
+        assert folder.name.startswith(SERVER_PREFIX)
+        pid = _postmaster_pid(folder)
+        assert not _gone(pid)
+        child.kill()
+        child.wait()
+        deadline = time.time() + 60
+        while time.time() < deadline and not (_gone(pid) and not folder.exists()):
+            time.sleep(0.2)
+        assert _gone(pid), "the server outlived the killed process that started it"
+        assert not folder.exists()
+    finally:
+        child.kill()
+        _kill_leftover(folder, pid)
+
+
+@pytest.mark.slow
+def test_a_server_left_by_a_dead_owner_is_stopped_when_the_next_session_starts(bindir):
+    # The guard killed too (e.g. the whole machine's processes): the next session cleans up.
+    server = ThrowawayServer(bindir, guard=False)
+    pid = None
+    try:
+        server.start()
+        pid = _postmaster_pid(server.dir)
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        import psutil
+        owner = f"{dead.pid} {psutil.Process(dead.pid).create_time():.3f}"
+        dead.wait()
+        (server.dir / OWNER_FILE).write_text(owner)
+        assert server.dir in stop_stale_servers(bindir)
+        assert _gone(pid) and not server.dir.exists()
+    finally:
+        _kill_leftover(server.dir, pid)
+
+
+def test_the_stale_check_leaves_running_sessions_and_unknown_folders_alone(bindir, tmp_path):
+    live = tmp_path / f"{SERVER_PREFIX}live"
+    live.mkdir()
+    (live / OWNER_FILE).write_text(_process_id())  # this test session: still running
+    unknown = tmp_path / f"{SERVER_PREFIX}unknown"  # no owner named: cannot tell, kept
+    unknown.mkdir()
+    dead = tmp_path / f"{SERVER_PREFIX}dead"  # a pid that is not running (above pid_max)
+    dead.mkdir()
+    (dead / OWNER_FILE).write_text("4194305 1.000")
+    assert stop_stale_servers(bindir, tmp_path) == [dead]
+    assert live.exists() and unknown.exists() and not dead.exists()
 
 
 # ------------------------------------------------------------------------------ schema
