@@ -65,10 +65,14 @@ class EvalEntry:
     label: str  # "final", "base", a checkpoint's name
     metrics: dict[str, float]
     dataset: str = ""  # what it was scored on ("synthetic addition · heldout")
+    # Whether the name must say which stage scored it: a run with several evaluation stages
+    # (recipe distill: teacher and three students) has a "final" row per stage.
+    name_stage: bool = False
 
     @property
     def name(self) -> str:
-        return f"#{self.run_id} {self.run_name} · {self.label}"
+        stage = f" · {self.stage_name}" if self.name_stage else ""
+        return f"#{self.run_id} {self.run_name}{stage} · {self.label}"
 
 
 @dataclass
@@ -148,9 +152,8 @@ def eval_entries(runs: Iterable[r.Run],
     that scored several by both ("final · 4-shot")."""
     found = []
     for run in runs:
-        for stage in run.stages:
-            if not is_eval_stage(stage):
-                continue
+        evals = [stage for stage in run.stages if is_eval_stage(stage)]
+        for stage in evals:
             results = results_of(stage.id) or {}
             several = any(len(templates) > 1 for templates in results.values())
             for model, templates in results.items():
@@ -162,7 +165,7 @@ def eval_entries(runs: Iterable[r.Run],
                                        if values.get(k))
                     label = f"{model} · {template}" if several else model
                     found.append(EvalEntry(run.id, run.name, stage.id, stage.name, label,
-                                           metrics, where))
+                                           metrics, where, name_stage=len(evals) > 1))
     return found
 
 

@@ -121,7 +121,12 @@ def test_eval_entries_read_every_model_and_template_of_evaluation_stages():
         (2, "final · 0-shot"), (2, "final · 4-shot"), (2, "base · 0-shot"), (2, "base · 4-shot"),
         (3, "student")]  # one template: the model's name alone
     assert found[0].dataset == "synthetic · heldout"
-    assert found[0].name == "#7 distill · final · 0-shot"
+    # Two evaluation stages in one run (recipe distill) each have a "final": names say which.
+    assert found[0].name == "#7 distill · held-out evaluation · final · 0-shot"
+    assert found[-1].name == "#7 distill · scored elsewhere · student"
+    # One evaluation stage: the run and the model are enough.
+    run.stages = run.stages[:2]
+    assert eval_entries([run], results_of)[0].name == "#7 distill · final · 0-shot"
 
 
 # -------------------------------------------------------------------- the training-time axis
