@@ -162,7 +162,8 @@ RECIPES: dict[str, Recipe] = {
          RecipeStage("traces", "rejection", "teacher traces (rejection sampling)",
                      (("model", "teacher.model"), ("problems", "student_base.problems")),
                      # Distillation data is the teacher's reasoning only, judged by the rule.
-                     settings=(("non_reasoning_share", 0.0), ("correct_by", "rule"),
+                     settings=(("non_reasoning_share", 0.0), ("safety_share", 0.0),
+                               ("correct_by", "rule"),
                                ("prompts", 400), ("n_candidates", 2),
                                ("max_new_tokens", _DISTILL_TOKENS + 16))),
          RecipeStage("sft_student", "sft", "student: SFT on the teacher's traces",
