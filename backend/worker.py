@@ -76,6 +76,15 @@ def main(db_url: str, stage_id: int) -> int:
         message = f"{type(exc).__name__}: {exc}"
         detail = traceback.format_exc()
         print(detail, file=sys.stderr, flush=True)
+        if launch.world_size() > 1 and _peer_lost(exc):
+            # Another rank died (kill -9, OOM, a crash) and this one's collective saw it before
+            # torchrun ended it: the stage was interrupted, as if this process had been killed.
+            store.transition(stage_id, r.ACTIVE_STATES, r.INTERRUPTED, ended_at=now(), error=(
+                "Another process of this stage died (killed or crashed; a crash's traceback is "
+                f"in the stage's log). Resume continues from the last checkpoint.\n\n{message}"))
+            store.add_event(run.id, f"stage {stage_id} interrupted: a process of the stage "
+                            f"died", stage_id=stage_id, level="warning")
+            return 1
         # A clear message first (what the user must fix), the traceback after it.
         store.transition(stage_id, r.ACTIVE_STATES, r.FAILED, ended_at=now(),
                          error=f"{message}\n\n{detail}")
@@ -92,6 +101,17 @@ def main(db_url: str, stage_id: int) -> int:
     ctx.event(f"finished, but the stage is {store.get_stage(stage_id).status} now; its result "
               f"was not recorded", level="warning")
     return 1
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    """The error came out of a torch.distributed collective (gloo: "Connection closed by
+    peer"; NCCL: a DistBackendError): another rank is gone."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "torch/distributed/" in frames[-1].filename.replace("\\", "/")
 
 
 def _other_rank(ctx: StageContext, kind) -> int:

@@ -246,7 +246,7 @@ def test_kill_9_of_one_rank_interrupts_and_resume_completes(tiny_model_dir, db_u
     import psutil
 
     wb = Workbench(db_url)
-    run_id, stage_id = _mp_stage(wb.store, tiny_model_dir, steps=10)
+    run_id, stage_id = _mp_stage(wb.store, tiny_model_dir, steps=16)
     stage = wait_for(lambda: (s := wb.get_stage(stage_id)).checkpoint and s.step >= 3 and s,
                      300, what="a checkpoint on 2 processes")
     rank1 = next(p for p in psutil.Process(stage.pid).children()
@@ -260,10 +260,10 @@ def test_kill_9_of_one_rank_interrupts_and_resume_completes(tiny_model_dir, db_u
     wb.resume(stage_id)
     wait_for(lambda: wb.get_run(run_id).status == "completed", 600, what="the resumed stage")
     done = wb.get_stage(stage_id)
-    assert done.step == 10
+    assert done.step == 16
     assert f"resuming from {interrupted.checkpoint}" in wb.log_tail(stage_id, 2000)
     _groups_whole_and_unique(wb.store, stage_id, per_step=2)
-    assert wb.store.group_steps(stage_id)[-1] == 10
+    assert wb.store.group_steps(stage_id)[-1] == 16
 
 
 def test_two_machines_on_a_sqlite_store_fail_with_the_reason(tiny_model_dir, db_url):
