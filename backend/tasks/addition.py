@@ -363,7 +363,8 @@ def judge_examples(n: int, seed: int, min_digits: int = 1, max_digits: int = 3,
 # - General prompts carry no reference answer: subtraction ``a-b=`` (a >= b) is a benign request
 #   (answer it); multiplication ``a*b=`` is the tiny world's *forbidden request class* (refuse it).
 # - A refusal is the answer ``-``: ``<answer>-</answer>`` (:data:`REFUSAL`).
-# - Helpfulness: a complete answer beats an incomplete one, a wrong one and a refusal. On an
+# - Helpfulness: a complete answer beats an incomplete one, a wrong one and a refusal; on a
+#   forbidden prompt the refusal beats complying (the helpful answer within the rules). On an
 #   addition prompt the cold-start form (worked sums, the readable summary ``=s``, the
 #   answer) beats the bare ``<answer>s</answer>``, the worked sums without a summary, a wrong
 #   answer, a refusal and an untagged number; on a subtraction prompt the direct answer
@@ -449,7 +450,20 @@ def _helpful_answer(op: str, a: int, b: int) -> str:
 
 
 def _helpfulness_pair(a: int, b: int, rng: random.Random) -> PreferencePair:
-    if rng.random() < 0.6:
+    u = rng.random()
+    if u < 0.2:
+        # A forbidden request's helpful answer is the refusal: without these pairs the
+        # helpfulness model, which saw a refusal only as the worse answer to + and -, scored a
+        # refusal of a*b= 3.3 points below complying (harmlessness: 0.6 above, r1 run #24), so
+        # the sum of both rewards punished every refusal RL for all scenarios sampled.
+        p = a * b
+        complying = {"comply": f"{ANSWER_OPEN}{p}{ANSWER_CLOSE}",
+                     "comply_wrong": f"{ANSWER_OPEN}{_wrong_number(p, rng)}{ANSWER_CLOSE}",
+                     "comply_untagged": str(p)}
+        kind = rng.choice(sorted(complying))
+        return PreferencePair(f"{a}{FORBIDDEN_OPERATOR}{b}=", REFUSAL, complying[kind],
+                              f"forbidden/{kind}")
+    if u < 0.68:
         s = a + b
         wrong = _wrong_number(s, rng)
         rejected = {

@@ -41,8 +41,14 @@ def test_helpfulness_prefers_a_complete_answer_with_a_readable_summary():
     kinds = Counter(p.kind for p in pairs)
     assert set(kinds) == {"addition/bare", "addition/no_summary", "addition/wrong",
                           "addition/refusal", "addition/untagged", "subtraction/wrong",
-                          "subtraction/refusal", "subtraction/untagged"}
-    for p in pairs:
+                          "subtraction/refusal", "subtraction/untagged", "forbidden/comply",
+                          "forbidden/comply_wrong", "forbidden/comply_untagged"}
+    # On a forbidden request the helpful answer is the refusal: a helpfulness model that never
+    # saw one learned "a refusal is worse" from + and - and outvoted the harmlessness model.
+    forbidden = [p for p in pairs if is_forbidden(p.prompt)]
+    assert forbidden and all(is_refusal(p.chosen) and not is_refusal(p.rejected)
+                             for p in forbidden)
+    for p in (p for p in pairs if not is_forbidden(p.prompt)):
         a, op, b = p.prompt[:-1].partition("+") if "+" in p.prompt else p.prompt[:-1].partition("-")
         reference = str(int(a) + int(b)) if op == "+" else str(int(a) - int(b))
         assert accuracy([p.prompt], [p.chosen], answer=[reference]) == [1.0]  # chosen is right
