@@ -68,10 +68,22 @@ _STUDENT_SIZE = (("hidden_size", 64), ("num_layers", 2), ("num_heads", 2), ("num
 _STUDENT_BUDGET = (("time_budget_s", 180.0),)
 _DISTILL_EVAL = (("max_new_tokens", _DISTILL_TOKENS), ("eval_problems", 200))
 
-# r1's two SFT stages start from the tiny base. At the SFT default 5e-4 the cold start taught
-# the format but not the sums: 300 worked examples, 57 steps, held-out accuracy on 200
-# problems (2026-12-01): 5e-4 37.0%, 1e-3 45.5%, 2e-3 72.0%, 3e-3 30.0% (docs/results_r1.md).
-_R1_SFT = (("learning_rate", 2e-3),)
+# r1's two SFT stages start from the tiny base; what decides their accuracy is how many rows
+# they see (docs/results_r1.md, "SFT experiments"; held-out greedy pass@1 on 200 problems,
+# 2026-12-01, base tiny-base-ab0c1300e15f: 10.5% as it answers, 75.5% when made to think).
+# Cold start, 3 epochs of 300 worked examples: lr 2e-4 55.0%, 5e-4 62.5%, 2e-3 53.5% (run #24;
+# the SFT wrote worse sums than the base itself); 2 epochs of 1,000 at 5e-4 81.0%, of 2,000 at
+# 2e-3 87.5% (R1-Zero after 250 GRPO steps: 80.5%). The paper's cold start is "thousands" of
+# examples, its SFT 2 epochs.
+_R1_COLD = (("examples", 2000), ("epochs", 2.0), ("learning_rate", 2e-3))
+# SFT on the curated rows (from the base, as the paper does): run #24's 299 rows (300 prompts x
+# 4 candidates, mostly one distinct right text per prompt) gave 48.5% at 2e-3, 52.5% at 5e-4.
+# Rows from 1,200 prompts x 2 candidates of the same RL model (738 reasoning rows), 2 epochs:
+# 5e-4 66.0% but 0% refusals of forbidden prompts; 2e-3 57.0% (refusals 88%, of benign
+# prompts 24% with 5% safety rows); 1e-3 with 10% safety rows 63.5%, refusing 98% of
+# forbidden and 6% of benign prompts.
+_R1_SFT = (("epochs", 2.0), ("learning_rate", 1e-3))
+_R1_REJECT = (("prompts", 1200), ("n_candidates", 2), ("safety_share", 0.10))
 
 RECIPES: dict[str, Recipe] = {
     "pretrain-base": Recipe(
@@ -100,7 +112,7 @@ RECIPES: dict[str, Recipe] = {
         (RecipeStage("base", "pretrain", "base model (cached)"),
          RecipeStage("cold", "sft", "cold-start SFT",
                      (("model", "base.model"), ("problems", "base.problems")),
-                     settings=_R1_SFT),
+                     settings=_R1_COLD),
          RecipeStage("rl", "grpo", "reasoning RL",
                      (("model", "cold.model"), ("problems", "base.problems")),
                      settings=(("reward_funcs", ["accuracy", "format", "language_consistency"]),
@@ -110,7 +122,8 @@ RECIPES: dict[str, Recipe] = {
                      (("model", "base.model"), ("problems", "base.problems"))),
          RecipeStage("reject", "rejection", "rejection sampling",
                      (("model", "rl.model"), ("problems", "rl.problems"),
-                      ("judge", "judge.model"))),
+                      ("judge", "judge.model")),
+                     settings=_R1_REJECT),
          RecipeStage("sft", "sft", "SFT on curated data",
                      (("model", "base.model"), ("dataset", "reject.dataset"),
                       ("problems", "base.problems")),
