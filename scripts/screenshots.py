@@ -29,6 +29,20 @@ PAGES = {"runs": ("", "Runs"), "stage": ("stage", "Log"), "training": ("training
          "playground": ("playground", "Your prompt"), "evaluation": ("evaluation", "Problems")}
 
 
+# Streamlit loads a chart's or a table's code on first use (its Plotly bundle is ~4.7 MB) and
+# shows a grey skeleton until then; on a busy 2-core machine that took longer than a fixed
+# wait, and the Stage page's Metrics and Recent events came out empty. A page counts as drawn
+# when no skeleton is left, every Plotly chart has its SVG, every table its canvas, and no
+# element is greyed out by a rerun in progress.
+SETTLED = """() => {
+  const all = (sel) => [...document.querySelectorAll(sel)];
+  return all('[data-testid="stSkeleton"]').length === 0
+    && all('[data-testid="stPlotlyChart"]').every((c) => c.querySelector('.main-svg'))
+    && all('[data-testid="stDataFrame"]').every((c) => c.querySelector('canvas'))
+    && all('[data-stale="true"]').length === 0;
+}"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +127,8 @@ def main() -> int:
                     ask_playground(page, args.prompt, args.k)
                 if name in ("compare", "training"):
                     page.locator(".js-plotly-plot .main-svg").first.wait_for()
-                time.sleep(4)  # plotly draws after the text arrives
+                page.wait_for_function(SETTLED, polling=250)
+                time.sleep(2)  # plotly draws its traces after its SVG is there
                 page.screenshot(path=str(args.out / f"{name}.png"))
                 print(f"wrote {args.out / f'{name}.png'}")
             browser.close()
