@@ -155,7 +155,8 @@ class Workbench:
         one per other machine (run there by hand; ``--machine_rank`` differs). Before the
         stage exists, ``STAGE_ID`` stands for its id; on one machine the rendezvous port is
         picked free at launch (``FREE_PORT``). With ``check`` raises ConfigError when the
-        launch settings cannot work here (a DeepSpeed config without a GPU...); without, only
+        launch settings cannot work here (a DeepSpeed config without a GPU, several machines
+        on a SQLite store...); without, only
         when the command cannot be built (a yaml that is not here): a stage created on a GPU
         machine, looked at from another."""
         from backend import launch
@@ -165,6 +166,12 @@ class Workbench:
         settings = LaunchConfig.from_dict({k: v for k, v in config.items() if k in names})
         if check:
             settings.validate_launch()
+            if settings.num_machines > 1 and self.store.is_sqlite:
+                # The runner would fail the stage at launch for this (backend/runner.py): say
+                # so while the run can still be changed.
+                raise ConfigError("num_machines > 1 needs a PostgreSQL store that every "
+                                  "machine reaches (R1WB_DB_URL); this store is a SQLite file "
+                                  "on this machine only (docs/scaling.md)")
         args = ["_worker", *runner._db_args(self.store.url), "--stage",
                 "STAGE_ID" if stage_id is None else str(stage_id)]
         one_machine = (settings.distributed or settings.num_machines > 1) and (

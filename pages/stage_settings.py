@@ -141,7 +141,9 @@ def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
             settings.problems.append(f"{stage_label}: {name}: {problem}")
             notes[name].error(problem, icon="⚠️")
     if command_slot is not None:
-        show_command(command_slot, wb, kind, {**table, **chosen})
+        problem = show_command(command_slot, wb, kind, {**table, **chosen})
+        if problem:
+            settings.problems.append(f"{stage_label}: {problem}")
     return settings
 
 
@@ -157,27 +159,31 @@ def choice_box(container: Any, name: str, options: list[str], value: Any, help_:
                                accept_new_options=name in OPEN_CHOICES)
 
 
-def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any]) -> None:
+def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any]) -> Optional[str]:
     """The command line(s) the stage's worker(s) will be started with, as the runner builds
-    them (``Workbench.launch_commands``); the reason instead when the launch settings cannot
-    work here (a DeepSpeed config on a machine without GPUs...)."""
+    them (``Workbench.launch_commands``); the reason instead, returned as well, when the
+    launch settings cannot work here (a DeepSpeed config on a machine without GPUs, several
+    machines on a SQLite store...)."""
     try:
         lines = wb.launch_commands(kind, config)
     except (ConfigError, ValueError) as exc:
         slot.error(f"These launch settings cannot start here: {exc}", icon="⚠️")
-        return
+        return str(exc)
     with slot.container():
         if len(lines) == 1:
             st.caption("The stage's worker starts with (STAGE_ID: the stage's id once the run "
-                       "is created; FREE_PORT: a port free at launch):")
-            st.code(lines[0], language="bash", wrap_lines=True)
-            return
-        st.caption(f"Machine 0 (this one: the runner starts it) runs the first command; each "
-                   f"other machine runs its own line, once the stage is launching, from a "
-                   f"checkout at the same path with the same R1WB_DB_URL (docs/scaling.md). "
-                   f"STAGE_ID: the stage's id once the run is created.")
-        st.code("\n\n".join(f"# machine {k}\n{line}" for k, line in enumerate(lines)),
+                       "is created" + ("; FREE_PORT: a port free at launch" if "FREE_PORT"
+                                       in lines[0] else "") + "):")
+        else:
+            st.caption("Machine 0 (this one: the runner starts it) runs the first line; each "
+                       "other machine runs its own line there, once the stage is launching, "
+                       "from a checkout at the same path with the same R1WB_DB_URL and "
+                       "R1WB_HOME (docs/scaling.md). STAGE_ID: the stage's id once the run is "
+                       "created.")
+        st.code("\n\n".join(lines if len(lines) == 1 else
+                             [f"# machine {k}\n{line}" for k, line in enumerate(lines)]),
                 language="bash", wrap_lines=True)
+    return None
 
 
 def launch_panel(stage: Any) -> None:

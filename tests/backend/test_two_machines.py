@@ -41,6 +41,28 @@ def start_machine_1(line: str, log: Path) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_the_run_form_on_a_postgresql_store_shows_each_machines_line(home, pg_url,
+                                                                     monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("R1WB_DB_URL", pg_url)  # what every machine's UI and CLI are given
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at.selectbox(key="new_preset").select("smoke").run()
+
+    def key(name: str) -> str:
+        return f"config_r1-zero_smoke_0_1_{name}"
+    at.selectbox(key=key("launcher")).select("accelerate").run()
+    at.number_input(key=key("num_processes")).set_value(2).run()
+    at.number_input(key=key("num_machines")).set_value(2).run()
+    at.text_input(key=key("main_process_ip")).input("10.0.0.5").run()
+    assert not at.error, [e.value for e in at.error]
+    code = "\n".join(c.value for c in at.code if "-m backend _worker" in c.value)
+    first, second = [line for line in code.splitlines() if "-m backend _worker" in line]
+    assert "--machine_rank 0 --main_process_port 29500 --main_process_ip 10.0.0.5" in first
+    assert first.replace("--machine_rank 0", "--machine_rank 1") == second
+    assert f"--db {shlex.quote(pg_url)} --stage STAGE_ID" in first
+
+
 @pytest.mark.slow
 def test_two_machines_join_by_the_shown_line_lose_one_and_resume(home, pg_url, tmp_path):
     import psutil

@@ -190,7 +190,7 @@ def test_accelerate_shows_counts_and_config_and_the_command_the_run_gets(store, 
     assert run.stages[2].config.get("launcher") is None  # evaluate has no launcher
 
 
-def test_two_machines_ask_for_machine_zeros_address_and_show_each_machines_line(store):
+def test_two_machines_on_a_sqlite_store_show_why_and_create_nothing(store, started):
     at = new_run_form("r1-zero")
     at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
     at.number_input(key=grpo_key("num_processes")).set_value(2).run()
@@ -198,11 +198,12 @@ def test_two_machines_ask_for_machine_zeros_address_and_show_each_machines_line(
     # No address yet: the reason, not a command.
     assert "needs main_process_ip" in texts(at.error)
     at.text_input(key=grpo_key("main_process_ip")).input("10.0.0.5").run()
-    assert not at.error, texts(at.error)
-    code = launch_code(at)
-    first, second = [line for line in code.splitlines() if "-m backend _worker" in line]
-    assert "--machine_rank 0 --main_process_port 29500 --main_process_ip 10.0.0.5" in first
-    assert first.replace("--machine_rank 0", "--machine_rank 1") == second
+    # The runner would fail the stage at launch: the form says so now.
+    assert "needs a PostgreSQL store that every machine reaches" in texts(at.error)
+    assert not launch_code(at)
+    start(at)
+    assert "Run not created" in texts(at.error)
+    assert store.list_runs() == [] and started == []
 
 
 def test_a_deepspeed_config_on_a_machine_without_gpus_shows_why(store, started, monkeypatch):
