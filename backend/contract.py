@@ -98,6 +98,15 @@ class ProblemSource(Artifact):
     # A dataset without a test split: its first N training rows are held out instead.
     heldout_from_train: int = 0
 
+    @classmethod
+    def from_dataset_setting(cls, config: Any) -> Optional["ProblemSource"]:
+        """The problems of a stage config's ``dataset`` setting, read with its
+        ``prompt_column``, ``answer_column`` and ``answer_format``; None when it is empty."""
+        if not config.dataset:
+            return None
+        return cls(kind="file", path=config.dataset, prompt_column=config.prompt_column,
+                   answer_column=config.answer_column, answer_format=config.answer_format)
+
     def _task(self):
         from backend.tasks.addition import AdditionTask
         return AdditionTask(min_digits=self.min_digits, max_digits=self.max_digits,

@@ -109,14 +109,11 @@ class DistillConfig(TimeBudgetConfig):
                 raise ConfigError(_mismatch_message(problem))
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
-        if self.dataset:
-            return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
-                                 answer_column=self.answer_column,
-                                 answer_format=self.answer_format)
-        if given is not None:
-            return given
-        return ProblemSource(kind="synthetic", min_digits=self.min_digits,
-                             max_digits=self.max_digits)
+        """The dataset setting, else the wired problems, else the synthetic task with this
+        config's digits."""
+        return (ProblemSource.from_dataset_setting(self) or given
+                or ProblemSource(kind="synthetic", min_digits=self.min_digits,
+                                 max_digits=self.max_digits))
 
 
 # ------------------------------------------------------------------------- vocabularies

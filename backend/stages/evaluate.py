@@ -118,10 +118,9 @@ class EvaluateConfig(StageConfig):
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
         """The dataset setting, else the wired problems, else the synthetic ``task``."""
-        if self.dataset:
-            return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
-                                 answer_column=self.answer_column,
-                                 answer_format=self.answer_format).with_heldout(self.eval_problems)
+        source = ProblemSource.from_dataset_setting(self)
+        if source is not None:
+            return source.with_heldout(self.eval_problems)
         if given is not None:
             return given
         low, high = parse_task(self.task) or (1, 3)

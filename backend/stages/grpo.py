@@ -223,14 +223,9 @@ class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
         """The problems this stage trains on: the dataset setting, else the wired input, else
         the synthetic task with this config's digits."""
-        if self.dataset:
-            return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
-                                 answer_column=self.answer_column,
-                                 answer_format=self.answer_format)
-        if given is not None:
-            return given
-        return ProblemSource(kind="synthetic", min_digits=self.min_digits,
-                             max_digits=self.max_digits)
+        return (ProblemSource.from_dataset_setting(self) or given
+                or ProblemSource(kind="synthetic", min_digits=self.min_digits,
+                                 max_digits=self.max_digits))
 
 
 def reward_model_needed(aspect: str):

@@ -226,13 +226,11 @@ class RejectionConfig(StageConfig):
                               "serves, e.g. the path given to vllm serve)")
 
     def problem_source(self, given: Optional[ProblemSource]) -> ProblemSource:
-        if self.dataset:
+        source = ProblemSource.from_dataset_setting(self)
+        if source is not None:
             # Held out as GRPO holds it out: the test split, or the first eval_problems rows
             # of a file without one; ProblemSource.train() then never returns a held-out row.
-            return ProblemSource(kind="file", path=self.dataset, prompt_column=self.prompt_column,
-                                 answer_column=self.answer_column,
-                                 answer_format=self.answer_format).with_heldout(
-                                     self.eval_problems)
+            return source.with_heldout(self.eval_problems)
         if given is None:
             raise ConfigError("no problems to sample for: wire the problems input or set dataset")
         return given
