@@ -173,11 +173,7 @@ class VLLMGenerator(Generator):
                 f"vLLM is not installed here ({exc}); install it with `.venv/bin/pip install "
                 f"-r requirements-vllm.txt`, or {HF_INSTEAD}") from exc
         if dtype == "auto":
-            # vLLM's "auto" runs a float32 checkpoint in bfloat16 on CPU, and then greedy
-            # answers of near-tied tokens differ from the HF backend's (measured: 1 of 20
-            # held-out problems of the tiny base model): keep float32 as float32.
-            saved = str(getattr(self.config, "dtype", None) or "").removeprefix("torch.")
-            dtype = "float32" if saved == "float32" else "auto"
+            dtype = vllm_dtype(self.config)
         self.dtype = dtype
         try:
             self.llm = LLM(model=self.model_path, skip_tokenizer_init=True, seed=seed,
@@ -236,6 +232,16 @@ class VLLMGenerator(Generator):
         del llm
         import gc
         gc.collect()
+
+
+def vllm_dtype(config) -> str:
+    """The dtype a vLLM engine runs the model of HF ``config`` in. vLLM's "auto" runs a
+    float32 checkpoint in bfloat16 on CPU, and then greedy answers of near-tied tokens differ
+    from the HF backend's (measured: 1 of 20 held-out problems of the tiny base model), and
+    GRPO's importance-sampling correction would compare log-probs of two precisions: keep
+    float32 as float32."""
+    saved = str(getattr(config, "dtype", None) or "").removeprefix("torch.")
+    return "float32" if saved == "float32" else "auto"
 
 
 def _tokenizer(model_path: str):

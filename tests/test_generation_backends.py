@@ -238,3 +238,84 @@ def test_grpo_without_vllm_says_so_and_suggests_hf(monkeypatch):
     monkeypatch.setattr(generation, "vllm_installed", lambda: None)
     with pytest.raises(GenerationBackendError, match=r"not installed.*generation_backend=hf"):
         generation.require_vllm()
+
+
+def test_grpo_vllm_engine_that_fails_to_start_says_so_and_suggests_hf(monkeypatch):
+    """TRL builds the colocated engine itself; whatever it raises while starting becomes one
+    GenerationBackendError with the hf hint, and TRL's own LLM is put back afterwards."""
+    _need_vllm()
+    import trl.generation.vllm_generation as trl_vllm
+    from transformers import PretrainedConfig
+
+    from backend.stages.grpo import trl_vllm_engine
+
+    seen = {}
+
+    def failing_llm(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("Engine core initialization failed")
+
+    monkeypatch.setattr(trl_vllm, "LLM", failing_llm)
+    with pytest.raises(GenerationBackendError, match=r"could not start for /m: RuntimeError: "
+                                                     r"Engine core.*generation_backend=hf"):
+        with trl_vllm_engine(PretrainedConfig(dtype="float32")):
+            trl_vllm.LLM(model="/m", gpu_memory_utilization=0.3)
+    assert trl_vllm.LLM is failing_llm
+    # What TRL has no setting for: float32 stays float32; eager on a machine without CUDA.
+    assert seen["dtype"] == "float32" and seen["gpu_memory_utilization"] == 0.3
+    import torch
+    assert seen.get("enforce_eager") is (None if torch.cuda.is_available() else True)
+
+
+@pytest.mark.slow
+def test_grpo_stage_with_vllm_rollouts_and_live_temperature(db_url):
+    """generation_backend=vllm as a Workbench stage (r1-zero, smoke preset): TRL's colocated
+    engine generates the rollouts, every step's groups are recorded, and a live temperature
+    change reaches the engine's SamplingParams at the next step.
+
+    The log-probs vLLM samples with (TRL asks for them after the temperature) must equal the
+    ones the trainer computes with its current weights at its current temperature, at every
+    step: they would not if the engine still sampled at the old temperature, or with stale
+    weights (TRL's own weight sync fails on vLLM's CPU platform; measured with the sync off,
+    the mean difference rose from 1e-7 to 3.6-7 nats after one update at this learning rate,
+    and to 0.18-0.27 with only the tied LM head stale). The smoke base never earns the rule
+    rewards in 24 tokens, so cosine_length (which varies with length) makes the first updates
+    non-zero, and a high learning rate makes them large."""
+    _need_vllm()
+    from backend.api import Workbench
+    from tests.conftest import wait_for
+
+    wb = Workbench(db_url)
+    steps = 30
+    run = wb.create_run("r1-zero", "smoke", {
+        "grpo.generation_backend": "vllm", "grpo.steps": str(steps),
+        "grpo.reward_funcs": "accuracy,format,cosine_length", "grpo.reward_weights": "1,0.5,1",
+        "grpo.learning_rate": "1e-2"})
+    grpo = next(s for s in run.stages if s.kind == "grpo")
+    wait_for(lambda: wb.get_stage(grpo.id).step >= 2, 1200, interval=0.5,
+             what="2 GRPO steps with vLLM rollouts")
+    wb.set_params(grpo.id, {"temperature": "0.5"})
+    cmd = wait_for(lambda: (c := wb.commands(grpo.id)[-1]).applied_at and c, 300,
+                   what="the temperature change to apply")
+    wait_for(lambda: wb.get_run(run.id).status in ("completed", "failed"), 1200, interval=1.0,
+             what="the run to end")
+    stage = wb.get_stage(grpo.id)
+    assert stage.status == "completed", stage.error
+    assert cmd.error is None and cmd.applied_step < steps - 2, "the change must land early"
+    events = [e.message for e in wb.events(run.id)]
+    assert any("vLLM in colocate mode" in m for m in events)
+
+    for step in range(1, steps + 1):  # smoke: 16 completions a step in groups of 4
+        groups = wb.step_groups(grpo.id, step)
+        assert [len(g.rollouts) for g in groups] == [4] * 4, step
+    series = {name: dict(zip(*wb.metric_series(grpo.id, name))) for name in (
+        "vllm/temperature", "sampling/sampling_logp_difference/mean", "grad_norm")}
+    assert all(sorted(v) == list(range(1, steps + 1)) for v in series.values()), series
+    assert all(t == (0.5 if s > cmd.applied_step else 1.0)
+               for s, t in series["vllm/temperature"].items()), series["vllm/temperature"]
+    # The weights moved (the policy soon learns to fill all 24 tokens, after which every group
+    # ties and the updates stop), and the engine sampled with them at every later step.
+    moved = [s for s, g in series["grad_norm"].items() if g > 0 and s < steps]
+    assert len(moved) >= 2, series["grad_norm"]
+    drift = series["sampling/sampling_logp_difference/mean"]
+    assert max(drift.values()) < 1e-3, drift

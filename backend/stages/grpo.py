@@ -20,8 +20,10 @@ Run: ``python -m backend run --recipe r1-zero --preset tiny --wait``.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -109,8 +111,8 @@ class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
     generation_backend: str = field(default="hf", metadata={
         "help": "What generates the rollouts: hf (transformers inside TRL) | vllm (TRL's "
                 "use_vllm in colocate mode: a vLLM engine in this process, weights synced "
-                "every step; needs requirements-vllm.txt; on CPU the engine's first start "
-                "compiles for minutes).",
+                "every step; needs requirements-vllm.txt; the engine starts in ~10-60 s on "
+                "a CPU).",
         "choices": ["hf", "vllm"]})
     # Synthetic task (used when dataset is empty and no earlier stage provides problems).
     min_digits: int = field(default=1, metadata={"help": "Synthetic task: fewest digits."})
@@ -428,11 +430,110 @@ def grpo_args(cfg: GRPOStageConfig, output_dir):
         reward_weights=list(cfg.reward_weights),
         logging_steps=1,
         # generation_backend=vllm: TRL's own vLLM path. Colocate mode (an engine in this
-        # process, weights loaded into it every step) works on CPU and on one GPU; TRL's
-        # server mode syncs weights over NCCL, so it is CUDA-only.
+        # process, weights loaded into it every step) works on one GPU, and on CPU with the
+        # weight sync of sync_weights_through_reload; TRL's server mode syncs weights over
+        # NCCL, so it is CUDA-only.
         **({"use_vllm": True, "vllm_mode": "colocate"} if cfg.generation_backend == "vllm"
            else {}),
     )
+
+
+@contextmanager
+def trl_vllm_engine(model_config):
+    """While TRL builds its colocated ``vllm.LLM`` (in ``GRPOTrainer.__init__``), add what TRL
+    has no setting for, and make a failed start say what to do.
+
+    * ``enforce_eager`` on a machine without CUDA: vLLM's CPU platform otherwise compiles the
+      model with inductor first (docs/benchmarks.md: a start of 472 s at load ~25; eager, the
+      tiny model's trainer with its engine was built in 7-14 s at load ~5); CUDA keeps its
+      graphs.
+    * ``dtype``: a float32 checkpoint stays float32 (``vllm_dtype``), so the log-probs vLLM
+      samples with match the trainer's and TRL's importance-sampling correction stays ~1.
+    * any exception while the engine starts becomes a :class:`GenerationBackendError` with
+      the ``generation_backend=hf`` hint.
+    """
+    import torch
+    import trl.generation.vllm_generation as trl_vllm
+
+    from backend.generation import HF_INSTEAD, GenerationBackendError, vllm_dtype
+
+    # CPU engines reserve their KV cache up front (GiB); vLLM's 4 GiB default is far more than
+    # GRPO's short rollouts use, on a machine that also holds the policy and its optimizer.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    build = trl_vllm.LLM
+
+    def engine(**kwargs):
+        kwargs.setdefault("dtype", vllm_dtype(model_config))
+        if not torch.cuda.is_available():
+            kwargs.setdefault("enforce_eager", True)
+        try:
+            return build(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - any engine failure becomes one clear message
+            raise GenerationBackendError(
+                f"TRL's vLLM engine (use_vllm, colocate mode) could not start for "
+                f"{kwargs.get('model')}: {type(exc).__name__}: {exc}; {HF_INSTEAD}") from exc
+
+    trl_vllm.LLM = engine
+    try:
+        yield
+    finally:
+        trl_vllm.LLM = build
+
+
+def sync_weights_through_reload(trainer) -> None:
+    """On vLLM's CPU platform, load the policy into TRL's colocated engine with vLLM's own
+    in-place reload instead of TRL's per-parameter ``load_weights``.
+
+    vLLM's CPU linear layers repack their weights into oneDNN handles after loading and drop
+    the parameter they loaded into, so TRL's ``sync_weights`` fails on the first step with
+    ``AttributeError: 'Parameter' object has no attribute 'weight_loader'`` (vllm-cpu 0.32.0,
+    trl 1.16.0). ``reload_weights`` (``vllm.model_executor.model_loader.reload``) restores each
+    layer, loads the new weights and repacks them. It leaves one thing stale, a limitation it
+    documents for tied parameters: the LM head tied to the embedding (the tiny model's) keeps
+    the oneDNN handle of the old weights, so vLLM would sample from old output logits (measured:
+    log-probs off by up to 0.46 nats after one changed embedding); the vocabulary layers are
+    therefore repacked again after each load. With both, vLLM's log-probs equal the trainer's
+    to ~1e-6 after every update. GPUs keep TRL's own sync (no repacking there)."""
+    import logging
+    import types
+
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    # Each reload warns "RotaryEmbedding / ParallelLMHead: Failed to load weights": the rotary
+    # cache has no checkpoint weights and the tied head is repacked below; expected, every step.
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(
+        logging.ERROR)
+
+    def sync_weights(generation) -> None:
+        runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+        runner.reload_weights(weights_iterator=generation._iter_named_params(),
+                              is_checkpoint_format=True)
+        for module in runner.get_model().modules():
+            if isinstance(module, VocabParallelEmbedding):
+                module.quant_method.process_weights_after_loading(module)
+        generation.llm.reset_prefix_cache()
+
+    trainer.vllm_generation.sync_weights = types.MethodType(sync_weights,
+                                                           trainer.vllm_generation)
+
+
+def record_sampling_params(trainer) -> None:
+    """Log the temperature of the ``SamplingParams`` TRL hands the vLLM engine each step
+    (``vllm/temperature``), read from the engine's own ``generate`` call: what the rollouts
+    were really sampled with, next to ``steer/temperature`` (what the stage was told)."""
+    llm = trainer.vllm_generation.llm
+    generate = llm.generate
+
+    def recorded(prompts, sampling_params=None, *args, **kwargs):
+        params = sampling_params[0] if isinstance(sampling_params, list) else sampling_params
+        if params is not None:
+            trainer._metrics["train"]["vllm/temperature"].append(float(params.temperature))
+        return generate(prompts, sampling_params, *args, **kwargs)
+
+    llm.generate = recorded
 
 
 def train_dataset(fmt, problems, language: str):
@@ -485,14 +586,21 @@ def run(ctx: StageContext) -> dict:
               f"rewards {', '.join(f'{n} x {w:g}' for n, w in zip(cfg.reward_funcs, cfg.reward_weights))}"
               + (f"; {len(general):,} general prompts mixed in" if general else ""))
 
+    engine = nullcontext()
     if cfg.generation_backend == "vllm":  # TRL's own error would not suggest the hf backend
         from backend.generation import require_vllm
         require_vllm()
         ctx.event("rollouts: vLLM in colocate mode (TRL use_vllm); the engine starts with the "
                   "trainer")
-    trainer = _recording_trainer_class()(
-        model=model, reward_funcs=reward_funcs, reward_processing_classes=reward_classes,
-        args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset, processing_class=tokenizer)
+        engine = trl_vllm_engine(model.config)
+    with engine:
+        trainer = _recording_trainer_class()(
+            model=model, reward_funcs=reward_funcs, reward_processing_classes=reward_classes,
+            args=grpo_args(cfg, ctx.output_dir), train_dataset=dataset,
+            processing_class=tokenizer)
+    if cfg.generation_backend == "vllm":
+        sync_weights_through_reload(trainer)
+        record_sampling_params(trainer)
     # Rank 0 writes every group (gathered from all ranks); the other ranks write nothing.
     writer = GroupWriter(ctx.store, ctx.stage.id) if cfg.record_groups and ctx.main else None
     trainer.on_groups = writer
