@@ -24,49 +24,11 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from backend.stages.common import ConfigError, LaunchConfig
-
-# The accelerate configs TRL ships, by the name a stage config gives (single machine; the
-# number of processes and machines come from the stage config on the command line).
-TRL_CONFIGS = {"ddp": "multi_gpu.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml",
-               "fsdp": "fsdp2.yaml"}
-
-
-def gpu_count() -> int:
-    """NVIDIA GPUs this machine offers, without importing torch where it is not loaded yet
-    (config validation runs in the UI's process too): the driver's own listing."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return 0
-    if "torch" in sys.modules:
-        import torch
-
-        return torch.cuda.device_count()
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
-
-
-def config_path(name: str) -> Path:
-    """The accelerate config file for ``name``: one TRL ships, or the user's own yaml."""
-    if name in TRL_CONFIGS:
-        import importlib.util
-
-        spec = importlib.util.find_spec("trl")
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError("TRL is not installed: its accelerate configs are missing")
-        folder = Path(list(spec.submodule_search_locations)[0]) / "accelerate_configs"
-        path = folder / TRL_CONFIGS[name]
-        if not path.is_file():
-            raise ConfigError(f"this TRL has no {path.name} under trl/accelerate_configs; give "
-                              f"accelerate_config=PATH to your own accelerate yaml")
-        return path
-    path = Path(os.path.expanduser(name))
-    if not name.endswith((".yaml", ".yml", ".json")):
-        raise ConfigError(f"accelerate_config must be ddp, zero2, zero3, fsdp or a path to an "
-                          f"accelerate config yaml, got {name!r}")
-    if not path.is_file():
-        raise ConfigError(f"accelerate_config: {name} does not exist")
-    return path.resolve()
-
+# The launch settings and their checks live with the other stage configs (stages/common.py):
+# a config validates without this module, which the stage package would otherwise import in a
+# circle (launch -> stages -> grpo -> launch).
+from backend.stages.common import (TRL_CONFIGS, ConfigError, LaunchConfig,  # noqa: F401
+                                   config_path, gpu_count)
 
 def free_port() -> int:
     """A TCP port free right now: two many-process stages on one machine must not share

@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -67,6 +69,48 @@ class TimeBudgetConfig(StageConfig):
                               f"seconds, got {self.time_budget_s}")
 
 
+# The accelerate configs TRL ships, by the name a stage config gives (single machine; the
+# number of processes and machines come from the stage config on the command line).
+TRL_CONFIGS = {"ddp": "multi_gpu.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml",
+               "fsdp": "fsdp2.yaml"}
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this machine offers, without importing torch where it is not loaded yet
+    (config validation runs in the UI's process too): the driver's own listing."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    if "torch" in sys.modules:
+        import torch
+
+        return torch.cuda.device_count()
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def config_path(name: str) -> Path:
+    """The accelerate config file for ``name``: one TRL ships, or the user's own yaml."""
+    if name in TRL_CONFIGS:
+        import importlib.util
+
+        spec = importlib.util.find_spec("trl")
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError("TRL is not installed: its accelerate configs are missing")
+        folder = Path(list(spec.submodule_search_locations)[0]) / "accelerate_configs"
+        path = folder / TRL_CONFIGS[name]
+        if not path.is_file():
+            raise ConfigError(f"this TRL has no {path.name} under trl/accelerate_configs; give "
+                              f"accelerate_config=PATH to your own accelerate yaml")
+        return path
+    path = Path(os.path.expanduser(name))
+    if not name.endswith((".yaml", ".yml", ".json")):
+        raise ConfigError(f"accelerate_config must be ddp, zero2, zero3, fsdp or a path to an "
+                          f"accelerate config yaml, got {name!r}")
+    if not path.is_file():
+        raise ConfigError(f"accelerate_config: {name} does not exist")
+    return path.resolve()
+
+
 LAUNCHERS = ("local", "accelerate")
 DEFAULT_LAUNCH_PORT = 29500  # torchrun's default; a one-machine launch picks a free port
 
@@ -118,8 +162,6 @@ class LaunchConfig(StageConfig):
                               "0, which the other machines connect to")
         if not 0 < self.main_process_port < 65536:
             raise ConfigError(f"main_process_port must be a TCP port, got {self.main_process_port}")
-        from backend.launch import config_path, gpu_count
-
         config_path(self.accelerate_config)  # raises when neither a known name nor a file
         gpus = gpu_count()
         per_machine = self.num_processes // self.num_machines

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from backend import launch
+from backend.stages import common
 from backend.api import Workbench
 from backend.runner import start_pipeline
 from backend.stages.common import ConfigError
@@ -100,7 +101,7 @@ def test_bad_launch_settings_are_refused(values, message):
 
 @pytest.mark.parametrize("name", ["zero2", "zero3", "fsdp"])
 def test_gpu_only_configs_refused_on_a_cpu_machine(name, monkeypatch):
-    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    monkeypatch.setattr(common, "gpu_count", lambda: 0)  # what validation asks
     with pytest.raises(ConfigError, match="has none; on CPU use accelerate_config=ddp"):
         _grpo(launcher="accelerate", num_processes=2, accelerate_config=name)
 
@@ -108,7 +109,7 @@ def test_gpu_only_configs_refused_on_a_cpu_machine(name, monkeypatch):
 def test_zero_needs_deepspeed(monkeypatch):
     import importlib.util
 
-    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    monkeypatch.setattr(common, "gpu_count", lambda: 2)  # what validation asks
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda n, *a: None if n == "deepspeed" else real(n, *a))
@@ -117,7 +118,7 @@ def test_zero_needs_deepspeed(monkeypatch):
 
 
 def test_more_processes_than_gpus_refused(monkeypatch):
-    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    monkeypatch.setattr(common, "gpu_count", lambda: 2)  # what validation asks
     with pytest.raises(ConfigError, match="4 processes per machine but 2 GPU"):
         _grpo(launcher="accelerate", num_processes=4)
 

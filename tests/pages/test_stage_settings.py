@@ -207,9 +207,9 @@ def test_two_machines_on_a_sqlite_store_show_why_and_create_nothing(store, start
 
 
 def test_a_deepspeed_config_on_a_machine_without_gpus_shows_why(store, started, monkeypatch):
-    from backend import launch
+    from backend.stages import common
 
-    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    monkeypatch.setattr(common, "gpu_count", lambda: 0)  # what validation asks
     at = new_run_form("r1-zero")
     at.selectbox(key=grpo_key("launcher")).select("accelerate").run()
     at.number_input(key=grpo_key("num_processes")).set_value(2).run()
@@ -223,12 +223,12 @@ def test_a_deepspeed_config_on_a_machine_without_gpus_shows_why(store, started, 
 # -- the Stage page: a many-machine stage's lines, its id filled in --------------------------
 def test_stage_page_shows_each_machines_line_of_a_stage_created_on_a_gpu_machine(store,
                                                                                  monkeypatch):
-    from backend import launch
+    from backend.stages import common
     from storage import StageSpec
     from tests.pages.test_pages import stage_page
 
     # Stored as a GPU machine accepted it; this UI machine has no GPU: shown all the same.
-    monkeypatch.setattr(launch, "gpu_count", lambda: 0)
+    monkeypatch.setattr(common, "gpu_count", lambda: 0)  # what validation asks
     config = {**Workbench.default_stages("r1-zero", "smoke")[1].config,
               "launcher": "accelerate", "num_processes": 4, "num_machines": 2,
               "main_process_ip": "10.0.0.5", "accelerate_config": "zero3"}
