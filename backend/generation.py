@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 BACKENDS = ("hf", "vllm")
 
@@ -175,6 +175,7 @@ class VLLMGenerator(Generator):
         if dtype == "auto":
             dtype = vllm_dtype(self.config)
         self.dtype = dtype
+        self._streams = 0  # request ids of :meth:`stream`
         try:
             self.llm = LLM(model=self.model_path, skip_tokenizer_init=True, seed=seed,
                            dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
@@ -216,6 +217,43 @@ class VLLMGenerator(Generator):
                 row.append(Sample(text, len(tokens), "stop" if stopped else "length"))
             rows.append(row * num_samples if greedy else row)
         return rows
+
+    def stream(self, prompt: str, *, max_new_tokens: int, temperature: float = 0.0,
+               top_p: float = 1.0, seed: int = 0) -> Iterator[list[int]]:
+        """One completion of ``prompt``, yielded as the engine makes it: the new token ids of
+        each engine step (one token per step while decoding; the end-of-sequence token, when
+        emitted, comes last). ``LLM.generate`` returns only finished requests, so this drives
+        the engine step by step itself (``LLMEngine.add_request`` with ``DELTA`` outputs,
+        then ``step``), as ``LLM.generate`` does inside. Abandoning the iterator aborts the
+        request."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        eos = self.tokenizer.eos_token_id
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        greedy = temperature <= 0
+        params = SamplingParams(
+            n=1, max_tokens=max_new_tokens, temperature=0.0 if greedy else temperature,
+            top_p=1.0 if greedy else top_p, stop_token_ids=[] if eos is None else [eos],
+            detokenize=False, seed=None if greedy else seed,
+            output_kind=RequestOutputKind.DELTA)
+        engine = self.llm.llm_engine
+        self._streams += 1
+        request_id = f"stream-{self._streams}"
+        engine.add_request(request_id, {"prompt_token_ids": ids}, params)
+        finished = False
+        try:
+            while not finished and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.request_id != request_id:
+                        continue
+                    new = list(out.outputs[0].token_ids) if out.outputs else []
+                    finished = out.finished
+                    if new:
+                        yield new
+        finally:
+            if not finished:
+                engine.abort_request([request_id])
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

