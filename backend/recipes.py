@@ -82,6 +82,11 @@ _R1_COLD = (("examples", 2000), ("epochs", 2.0), ("learning_rate", 2e-3))
 # 5e-4 66.0% but 0% refusals of forbidden prompts; 2e-3 57.0% (refusals 88%, of benign
 # prompts 24% with 5% safety rows); 1e-3 with 10% safety rows 63.5%, refusing 98% of
 # forbidden and 6% of benign prompts.
+# A right worked solution is nearly one text per prompt, so deduplication keeps ~1 row per
+# prompt: more prompts, fewer candidates each, for the same sampling cost.
+# Whole run with these (run #27, 500 held-out problems): cold start + reasoning RL 84.6%
+# (R1-Zero, run #23: 77.6%), the final model 74.4%: SFT from the base on 1,024 reasoning rows
+# still loses ~10 points of the RL model's accuracy.
 _R1_SFT = (("epochs", 2.0), ("learning_rate", 1e-3))
 _R1_REJECT = (("prompts", 1200), ("n_candidates", 2), ("safety_share", 0.10))
 
