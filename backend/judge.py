@@ -227,19 +227,30 @@ class Judge:
 
 
 class LocalJudge(Judge):
-    """An HF model folder, greedy decoding. A chat model gets the prompt as one user turn."""
+    """An HF model folder, greedy decoding. A chat model gets the prompt as one user turn.
+    ``generation_backend``: ``hf`` (transformers) or ``vllm`` (an engine built from the
+    folder, ``backend.generation``; vLLM missing or failing to start raises
+    ``GenerationBackendError`` with the hf hint)."""
 
     def __init__(self, model_path: str, template: str = "auto", max_new_tokens: int = 0,
-                 batch_size: int = 256):
-        from backend.models import ModelLoadError, load_model
+                 batch_size: int = 256, generation_backend: str = "hf"):
+        from backend.generation import (GenerationBackendError, check_backend_name,
+                                        open_generator)
+        from backend.models import ModelLoadError
         from backend.prompts import PromptFormat
 
+        check_backend_name(generation_backend)
         try:
-            self.model, self.tokenizer = load_model(model_path)
+            self.generator = open_generator(generation_backend, model_path)
+        except GenerationBackendError as exc:  # the judge's own setting is the one to change
+            raise GenerationBackendError(f"the judge: {exc}".replace(
+                "set generation_backend=hf", "set judge_generation_backend=hf")) from exc
         except (ModelLoadError, OSError, ValueError) as exc:
             raise JudgeError(f"the judge model {model_path} cannot be loaded: {exc}. Set "
                              f"judge_model_path to an HF model folder, wire a judge stage's "
                              f"model, or use judge_endpoint.") from exc
+        self.tokenizer = self.generator.tokenizer
+        self.generation_backend = generation_backend
         self.name = model_path
         self.template = resolve_template(template, model_path, self.tokenizer)
         chat = bool(getattr(self.tokenizer, "chat_template", None))
@@ -258,14 +269,21 @@ class LocalJudge(Judge):
                 for item in items]
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        from backend.generation import generate
-
         if not items:
             return []
-        texts = generate(self.model, self.tokenizer, self.prompts(items),
-                         max_new_tokens=self.max_new_tokens, temperature=0.0,
-                         batch_size=self.batch_size)
-        return [Verdict(parse_verdict(t[0]), t[0]) for t in texts]
+        if self.generator is None:
+            raise JudgeError(f"the judge {self.name} was closed")
+        if hasattr(self.generator, "batch_size"):
+            self.generator.batch_size = self.batch_size
+        rows = self.generator.samples(self.prompts(items), max_new_tokens=self.max_new_tokens,
+                                      temperature=0.0)
+        return [Verdict(parse_verdict(row[0].text), row[0].text) for row in rows]
+
+    def close(self) -> None:
+        """Frees a vLLM engine (an HF model goes with the object)."""
+        if self.generator is not None:
+            self.generator.close()
+            self.generator = None
 
 
 # Worth another try: the server is busy, restarting, or behind a flaky proxy.
@@ -369,13 +387,14 @@ class EndpointJudge(Judge):
 def build_judge(*, model_path: str = "", endpoint: str = "", api_model: str = "",
                 template: str = "auto", max_new_tokens: int = 0, timeout: float = 60.0,
                 retries: int = 3, backoff: float = 1.0, concurrency: int = 4,
-                api_key_env: str = "") -> Optional[Judge]:
-    """The configured judge: an endpoint when one is given, else a local model folder, else
-    ``None`` (no judge)."""
+                api_key_env: str = "", generation_backend: str = "hf") -> Optional[Judge]:
+    """The configured judge: an endpoint when one is given, else a local model folder
+    (generating with ``generation_backend``), else ``None`` (no judge)."""
     if endpoint:
         return EndpointJudge(endpoint, api_model, template, max_new_tokens=max_new_tokens,
                              timeout=timeout, retries=retries, backoff=backoff,
                              concurrency=concurrency, api_key_env=api_key_env)
     if model_path:
-        return LocalJudge(model_path, template, max_new_tokens)
+        return LocalJudge(model_path, template, max_new_tokens,
+                          generation_backend=generation_backend)
     return None

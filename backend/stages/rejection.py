@@ -168,6 +168,10 @@ class RejectionConfig(StageConfig):
                 "from the model folder, ~20 s to start, much faster sampling; needs "
                 "requirements-vllm.txt). Temperature steering reaches both.",
         "choices": ["hf", "vllm"]})
+    judge_generation_backend: str = field(default="hf", metadata={
+        "help": "What generates a local judge's verdicts: hf (transformers) | vllm (a second "
+                "vLLM engine, built from the judge folder). Not used with judge_endpoint.",
+        "choices": ["hf", "vllm"]})
 
     def validate(self) -> None:
         from backend.judge import check_template as check_judge_template
@@ -221,6 +225,13 @@ class RejectionConfig(StageConfig):
             check_generation_backend(self.generation_backend, self.model_path)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            check_generation_backend(self.judge_generation_backend, self.judge_model_path)
+        except ValueError as exc:
+            message = str(exc).replace("set generation_backend=hf",
+                                       "set judge_generation_backend=hf")
+            raise ConfigError(f"judge_{message}" if message.startswith("generation_backend")
+                              else f"the judge: {message}") from None
         if self.judge_endpoint and not self.judge_api_model:
             raise ConfigError("judge_endpoint needs judge_api_model (the model name the server "
                               "serves, e.g. the path given to vllm serve)")
@@ -644,7 +655,8 @@ def _load_judge(ctx: StageContext, cfg: RejectionConfig):
         endpoint=cfg.judge_endpoint, api_model=cfg.judge_api_model,
         template=cfg.judge_template, max_new_tokens=cfg.judge_max_new_tokens,
         timeout=cfg.judge_timeout, retries=cfg.judge_retries, backoff=cfg.judge_backoff,
-        concurrency=cfg.judge_concurrency, api_key_env=cfg.judge_api_key_env)
+        concurrency=cfg.judge_concurrency, api_key_env=cfg.judge_api_key_env,
+        generation_backend=cfg.judge_generation_backend)
 
 
 class RowWriter:

