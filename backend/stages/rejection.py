@@ -806,7 +806,9 @@ def run(ctx: StageContext) -> dict:
     ctx.event(f"rejection sampling {total - done} of {total} prompts from "
               f"{source.describe()['dataset']} with {model_path} ({cfg.generation_backend}): "
               f"{cfg.n_candidates} candidates each at temperature {sampler.temperature:g}; judge: "
-              f"{judge.name if judge else 'none'}; correct by {cfg.correct_by}")
+              f"{judge.name if judge else 'none'}"
+              f"{f' ({judge.generation_backend})' if hasattr(judge, 'generation_backend') else ''}"
+              f"; correct by {cfg.correct_by}")
     ctx.progress(done, total)
     started, started_at = done, time.time()
     while done < total:

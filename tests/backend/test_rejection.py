@@ -264,6 +264,33 @@ def test_stage_writes_every_candidate_with_its_provenance_and_the_local_judges_v
     assert stage.step == 6 and stage.total_steps == 6
 
 
+@pytest.mark.slow
+def test_stage_samples_and_judges_with_two_vllm_engines(tiny_model_dir, db_url, tmp_path):
+    """generation_backend=vllm and judge_generation_backend=vllm: the policy's engine and the
+    judge's engine live in the one stage process; every candidate is sampled and judged. (That
+    both backends give the same verdicts is tests/backend/test_judge.py's, on a taught judge:
+    this untrained model's near-tied logits are no test of that.)"""
+    from tests.test_generation_backends import _need_vllm
+
+    _need_vllm()
+    stage, outputs = run_stage(db_url, tmp_path, "rejection",
+                               {**SMALL, "generation_backend": "vllm",
+                                "judge_generation_backend": "vllm"},
+                               ModelArtifact(path=tiny_model_dir),
+                               judge=ModelArtifact(path=tiny_model_dir))
+    rows = [row for row in _rows(Store(db_url), outputs["dataset"].dataset_id)
+            if row.source == "reasoning"]
+    assert len(rows) == 6 * 3 and stage.summary["candidates"] == 18
+    events = [e.message for e in Store(db_url).events(stage.run_id)]
+    assert any(f"with {tiny_model_dir} (vllm)" in m and f"judge: {tiny_model_dir} (vllm)" in m
+               for m in events), events
+    for row in rows:
+        assert row.meta["judge_model"] == tiny_model_dir
+        assert row.meta["judge_verdict"] in ("correct", "incorrect", "unparsed")
+        assert isinstance(row.meta["judge_rationale"], str)
+        assert 1 <= row.meta["length"] <= 12
+
+
 def test_stage_with_an_endpoint_judge_keeps_mixes_and_measures_agreement(
         tiny_model_dir, db_url, tmp_path):
     """An endpoint judge that calls everything correct, deciding alone: candidates are kept,
