@@ -84,11 +84,13 @@ _R1_COLD = (("examples", 2000), ("epochs", 2.0), ("learning_rate", 2e-3))
 # forbidden and 6% of benign prompts.
 # A right worked solution is nearly one text per prompt, so deduplication keeps ~1 row per
 # prompt: more prompts, fewer candidates each, for the same sampling cost.
-# Whole run with these (run #27, 500 held-out problems): cold start + reasoning RL 84.6%
-# (R1-Zero, run #23: 77.6%), the final model 74.4%: SFT from the base on 1,024 reasoning rows
-# still loses ~10 points of the RL model's accuracy.
+# Whole run with 1,200 prompts (run #27, 500 held-out problems): cold start + reasoning RL
+# 84.6% (R1-Zero, run #23: 77.6%), the final model 74.4%: SFT from the base on 1,024
+# reasoning rows lost ~10 points of the RL model's 89.0% (200 problems). The same RL model
+# resampled on 2,400 prompts x 2 (2,065 reasoning rows, 3,176 in all), SFT from the base at
+# these settings: 90.0%, refusing 98% of forbidden and 0% of benign prompts.
 _R1_SFT = (("epochs", 2.0), ("learning_rate", 1e-3))
-_R1_REJECT = (("prompts", 1200), ("n_candidates", 2), ("safety_share", 0.10))
+_R1_REJECT = (("prompts", 2400), ("n_candidates", 2), ("safety_share", 0.10))
 
 RECIPES: dict[str, Recipe] = {
     "pretrain-base": Recipe(
