@@ -263,4 +263,7 @@ def curate_and_mark_ready(context, url: str, wb: Workbench, sft_id: int) -> None
     page.reload()
     page.get_by_text("Queue").first.wait_for(timeout=90_000)
     page.get_by_role("tab", name="Ready, snapshots, export").click()
-    page.get_by_text(snap.content_hash).first.wait_for(timeout=30_000)  # shown in full
+    # Shown in full in a code block (the snapshot table's cell, drawn on a canvas, holds
+    # a hidden copy that comes first in the page).
+    page.locator("[data-testid='stCode']", has_text=snap.content_hash).first.wait_for(
+        timeout=30_000)
