@@ -20,7 +20,7 @@ import traceback
 
 from backend import launch
 from backend.stages import STAGE_KINDS
-from backend.stages.context import StageContext, StageStopped
+from backend.stages.context import RankZeroFailed, StageContext, StageStopped
 from storage import Store
 from storage import records as r
 from storage.store import now
@@ -123,6 +123,9 @@ def _other_rank(ctx: StageContext, kind) -> int:
     try:
         kind.run(ctx)
     except StageStopped:
+        return 0
+    except RankZeroFailed as exc:  # rank 0 records the failure; this rank just ends
+        print(f"[rank {ctx.rank}] ends: {exc}", flush=True)
         return 0
     except BaseException:  # noqa: BLE001 - the traceback goes to the stage's log
         print(f"[rank {ctx.rank}] " + traceback.format_exc(), file=sys.stderr, flush=True)

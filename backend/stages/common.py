@@ -118,7 +118,7 @@ DEFAULT_LAUNCH_PORT = 29500  # torchrun's default; a one-machine launch picks a 
 @dataclass
 class LaunchConfig(StageConfig):
     """How a Trainer stage's worker is started: one process, or many through ``accelerate
-    launch``. Mixed into the configs of the stage kinds whose worker is rank-aware (grpo); the
+    launch``. Mixed into the configs of the stage kinds whose worker is rank-aware (grpo, sft); the
     stage calls :meth:`validate_launch` from its ``validate``."""
 
     launcher: str = field(default="local", metadata={

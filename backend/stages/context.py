@@ -33,6 +33,11 @@ class StageStopped(Exception):
     """Raised inside a stage when the user asked it to stop (a checkpoint is already saved)."""
 
 
+class RankZeroFailed(Exception):
+    """Raised on a rank other than 0 when rank 0 met an error that it records as the stage's
+    failure itself: this rank ends quietly, so torchrun does not end rank 0 before it has."""
+
+
 class StageContext:
     def __init__(self, store: Store, stage: r.Stage, run: r.Run, kind: Any):
         self.store = store

@@ -30,16 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import DatasetArtifact, ModelArtifact, ProblemSource
-from backend.stages.common import (ConfigError, check_data_path, check_model_path,
-                                   TimeBudgetConfig, seed_everything, trainer_args)
-from backend.stages.context import StageContext, StageStopped, attach_trainer, train_and_save
+from backend.stages.common import (ConfigError, LaunchConfig, TimeBudgetConfig,
+                                   check_data_path, check_model_path, seed_everything,
+                                   trainer_args)
+from backend.stages.context import (RankZeroFailed, StageContext, StageStopped, attach_trainer,
+                                    train_and_save)
 from storage import records as r
 
 WAIT_POLL_SECONDS = 1.0
 
 
 @dataclass
-class SFTStageConfig(TimeBudgetConfig):
+class SFTStageConfig(TimeBudgetConfig, LaunchConfig):
     model_path: str = field(default="", metadata={
         "help": "HF model folder or hub id; empty = the wired model (the previous stage's)."})
     dataset: str = field(default="", metadata={
@@ -59,7 +61,8 @@ class SFTStageConfig(TimeBudgetConfig):
     max_digits: int = field(default=3, metadata={"help": "Generated examples: most digits."})
     epochs: float = field(default=3.0, metadata={"help": "Passes over the data (if steps=0)."})
     steps: int = field(default=0, metadata={"help": "Optimizer steps; 0 = from epochs."})
-    batch_size: int = field(default=16, metadata={"help": "Sequences per step."})
+    batch_size: int = field(default=16, metadata={
+        "help": "Sequences per step (the total over all processes)."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate (live)."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_length: int = field(default=256, metadata={
@@ -90,6 +93,11 @@ class SFTStageConfig(TimeBudgetConfig):
             raise ConfigError("save_steps must be at least 1")
         if self.eval_problems < 0:
             raise ConfigError("eval_problems must be 0 (no eval) or more")
+        self.validate_launch()
+        if self.batch_size % self.num_processes:
+            raise ConfigError(f"batch_size ({self.batch_size}) is the step's total over all "
+                              f"processes and must be divisible by num_processes "
+                              f"({self.num_processes})")
         check_template(self.prompt_template)
         check_model_path("model_path", self.model_path)
         check_data_path("dataset", self.dataset)
@@ -146,26 +154,48 @@ def _cold_start_rows(cfg: SFTStageConfig, problems: Optional[ProblemSource]) -> 
             for example in task.cold_start_examples(cfg.examples, cfg.seed)]
 
 
+def _needs_review(ctx: StageContext, cfg: SFTStageConfig,
+                  wired: Optional[DatasetArtifact]) -> Optional[int]:
+    """The dataset this stage must wait on before it freezes its snapshot: a wired curated
+    dataset, unless the stage froze its own already (a resume) or trains on a pinned snapshot
+    or a file."""
+    if wired is None or cfg.dataset or wired.snapshot or ctx.store.snapshots(
+            stage_id=ctx.stage.id):
+        return None
+    return wired.dataset_id
+
+
 def _wait_until_ready(ctx: StageContext, dataset_id: int, cfg: SFTStageConfig) -> None:
     """Block in the ``waiting`` state until the dataset is marked ready (or accept it all with
-    ``auto_accept``). Steering works meanwhile: pause holds the wait, stop ends the stage."""
+    ``auto_accept``). Steering works meanwhile: pause holds the wait, stop ends the stage.
+
+    With many processes every rank goes round this loop: rank 0 reads the store and writes
+    the state, and tells the others each round whether the dataset is ready (a collective per
+    round, like a pause's, so a review of any length cannot time the process group out)."""
+    from backend.launch import broadcast
+
     store = ctx.store
-    if cfg.auto_accept and not store.get_dataset(dataset_id).ready:
+
+    def ready() -> bool:
+        return broadcast(store.get_dataset(dataset_id).ready if ctx.main else None)
+
+    if ctx.main and cfg.auto_accept and not store.get_dataset(dataset_id).ready:
         who = f"auto_accept (stage {ctx.stage.id})"
         n = store.set_status_where(dataset_id, r.RowFilter(status=r.PENDING), r.ACCEPTED,
                                    author=who, description="auto_accept: every pending row")
         store.set_ready(dataset_id, True, author=who)
         ctx.event(f"auto_accept: accepted {n} pending rows of dataset {dataset_id} and marked "
                   f"it ready")
-    if store.get_dataset(dataset_id).ready:
+    if ready():
         return
-    counts = store.status_counts(dataset_id)
-    ctx.summary({**ctx.stage.summary, "waiting_for_dataset": dataset_id})
-    store.transition(ctx.stage.id, [r.RUNNING], r.WAITING)
-    ctx.event(f"waiting for review of dataset {dataset_id} ({counts['pending']} pending, "
-              f"{counts['accepted']} accepted, {counts['rejected']} rejected): review it on "
-              f"the Curation page and mark it ready, or `python -m backend mark-ready "
-              f"{dataset_id}`")
+    if ctx.main:
+        counts = store.status_counts(dataset_id)
+        ctx.summary({**ctx.stage.summary, "waiting_for_dataset": dataset_id})
+        store.transition(ctx.stage.id, [r.RUNNING], r.WAITING)
+        ctx.event(f"waiting for review of dataset {dataset_id} ({counts['pending']} pending, "
+                  f"{counts['accepted']} accepted, {counts['rejected']} rejected): review it "
+                  f"on the Curation page and mark it ready, or `python -m backend mark-ready "
+                  f"{dataset_id}`")
     # A learning rate changed while waiting is recorded now and applied when training starts
     # (attach_trainer's on_train_begin re-applies changed live values).
     ctx.setters.setdefault("learning_rate",
@@ -174,14 +204,15 @@ def _wait_until_ready(ctx: StageContext, dataset_id: int, cfg: SFTStageConfig) -
         ctx.apply_commands(ctx.step)  # blocks while paused; a stop sets stop_requested
         if ctx.stop_requested:
             raise StageStopped()
-        if store.get_dataset(dataset_id).ready:
+        if ready():
             break
-        # Back to waiting after a pause / resume (resume sets "running").
-        store.transition(ctx.stage.id, [r.RUNNING], r.WAITING)
+        if ctx.main:  # back to waiting after a pause / resume (resume sets "running")
+            store.transition(ctx.stage.id, [r.RUNNING], r.WAITING)
         time.sleep(WAIT_POLL_SECONDS)
-    store.transition(ctx.stage.id, [r.WAITING], r.RUNNING)
-    ready = store.get_dataset(dataset_id)
-    ctx.event(f"dataset {dataset_id} marked ready by {ready.ready_by or 'someone'}; training")
+    if ctx.main:
+        store.transition(ctx.stage.id, [r.WAITING], r.RUNNING)
+        by = store.get_dataset(dataset_id).ready_by
+        ctx.event(f"dataset {dataset_id} marked ready by {by or 'someone'}; training")
 
 
 def _heldout_row_ids(rows: list[r.CuratedRow], held: set[str]) -> list[int]:
@@ -194,9 +225,11 @@ def _frozen_rows(ctx: StageContext, cfg: SFTStageConfig,
                  wired: Optional[DatasetArtifact], problems: Optional[ProblemSource],
                  held: set[str]) -> tuple[r.Snapshot, list[r.SnapshotRow]]:
     """The snapshot this stage trains on: its own from an earlier attempt (a resume trains on
-    the same rows), a snapshot pinned by the wired artifact, or a new one. ``held``: prompt
-    keys of held-out problems, never trained on (rows with them are rejected, recorded, before
-    the snapshot, so the snapshot is exactly what is trained on)."""
+    the same rows), a snapshot pinned by the wired artifact, or a new one of a wired dataset
+    (marked ready: :func:`_wait_until_ready` ran first) or of the cold-start examples.
+    ``held``: prompt keys of held-out problems, never trained on (rows with them are
+    rejected, recorded, before the snapshot, so the snapshot is exactly what is trained on).
+    Rank 0's work only: it writes to the store."""
     from backend.tasks.problem import prompt_key
 
     store = ctx.store
@@ -218,7 +251,6 @@ def _frozen_rows(ctx: StageContext, cfg: SFTStageConfig,
                 raise ConfigError(f"the pinned snapshot {wired.snapshot[:12]} holds held-out "
                                   f"prompts; train on a snapshot without them")
             return pinned[-1], rows
-        _wait_until_ready(ctx, wired.dataset_id, cfg)
         dataset_id = wired.dataset_id
         accepted = store.query_rows(dataset_id, r.RowFilter(status=r.ACCEPTED))
         leaking = _heldout_row_ids(accepted, held)
@@ -259,6 +291,34 @@ def _frozen_rows(ctx: StageContext, cfg: SFTStageConfig,
     return snap, store.snapshot_rows(snap_id)
 
 
+def _snapshot(ctx: StageContext, cfg: SFTStageConfig, wired: Optional[DatasetArtifact],
+              problems: Optional[ProblemSource],
+              held: set[str]) -> tuple[r.Snapshot, list[r.SnapshotRow]]:
+    """Wait for review where the data is curated, then freeze (or find) the snapshot. With
+    many processes rank 0 decides and freezes, and the others read the snapshot it names (or
+    raise the error it met), so every rank trains on exactly the same rows."""
+    from backend.launch import broadcast
+
+    review = broadcast(_needs_review(ctx, cfg, wired) if ctx.main else None)
+    if review is not None:
+        _wait_until_ready(ctx, review, cfg)
+    if ctx.world == 1:
+        return _frozen_rows(ctx, cfg, wired, problems, held)
+    outcome: Any = None
+    failure: Optional[Exception] = None
+    if ctx.main:
+        try:
+            outcome = _frozen_rows(ctx, cfg, wired, problems, held)[0].id
+        except Exception as exc:  # every rank must hear of it, or the others wait forever
+            failure, outcome = exc, f"{type(exc).__name__}: {exc}"
+    outcome = broadcast(outcome)
+    if failure is not None:
+        raise failure
+    if isinstance(outcome, str):
+        raise RankZeroFailed(f"rank 0 failed: {outcome}")
+    return ctx.store.get_snapshot(outcome), ctx.store.snapshot_rows(outcome)
+
+
 def _train_dataset(rows: list[r.SnapshotRow], fmt) -> Any:
     """TRL's prompt-completion dataset (conversational for a chat model, so the loss still
     covers the assistant's completion only)."""
@@ -279,7 +339,8 @@ def sft_args(cfg: SFTStageConfig, output_dir, steps: int):
 
     return SFTConfig(
         **trainer_args(output_dir, steps, cfg.save_steps, cfg.seed),
-        per_device_train_batch_size=cfg.batch_size,
+        # batch_size is the step's total: with many processes each takes its share
+        per_device_train_batch_size=cfg.batch_size // cfg.num_processes,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         weight_decay=0.0,
@@ -316,7 +377,7 @@ def run(ctx: StageContext) -> dict:
         heldout = source.heldout(cfg.eval_problems) if cfg.eval_problems else []
 
     # The data first: waiting for review must not hold a model in memory for hours.
-    snap, rows = _frozen_rows(ctx, cfg, wired, problems, held)
+    snap, rows = _snapshot(ctx, cfg, wired, problems, held)
     if not rows:
         raise ConfigError(f"snapshot {snap.id} holds no rows to train on")
     summary = {"dataset_id": snap.dataset_id, "snapshot_id": snap.id,
@@ -337,7 +398,7 @@ def run(ctx: StageContext) -> dict:
                          train_dataset=_train_dataset(rows, fmt), processing_class=tokenizer)
     attach_trainer(ctx, trainer)
     final_dir = train_and_save(ctx, trainer, tokenizer)
-    if heldout:
+    if heldout and ctx.main:  # rank 0 records it; the others would score the same model
         from backend.evaluation import evaluate
         from backend.tasks.problem import Problem
 

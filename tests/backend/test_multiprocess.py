@@ -282,3 +282,79 @@ def test_two_machines_on_a_sqlite_store_fail_with_the_reason(tiny_model_dir, db_
     failed = wait_for(lambda: (s := wb.get_stage(run.stages[0].id)).status == "failed" and s,
                       60, what="the stage to fail")
     assert "PostgreSQL" in failed.error and failed.pid is None
+
+
+# --------------------------------------------------------------------------- SFT, 2 processes
+def test_sft_batch_is_the_total_split_over_the_processes(tiny_model_dir):
+    from backend.stages.sft import SFTStageConfig, sft_args
+
+    cfg = SFTStageConfig.from_dict({"model_path": tiny_model_dir, "batch_size": 8,
+                                    "launcher": "accelerate", "num_processes": 2})
+    assert sft_args(cfg, "/tmp/x", 4).per_device_train_batch_size == 4
+    with pytest.raises(ConfigError, match="divisible by num_processes"):
+        SFTStageConfig.from_dict({"batch_size": 5, "launcher": "accelerate",
+                                  "num_processes": 2})
+
+
+def _mp_sft_run(wb: Workbench, tiny_model_dir: str) -> tuple[int, int, int]:
+    """A curated SFT stage on 2 processes, wired to a dataset of pending rows (the
+    rejection-sampling stage it waits on stands in, completed)."""
+    from tests.backend.test_sft import _curated_run
+
+    run_id, ds, _ = _curated_run(wb, tiny_model_dir, launcher="accelerate", num_processes=2)
+    return run_id, ds, next(s.id for s in wb.get_run(run_id).stages if s.key == "sft")
+
+
+@pytest.mark.slow
+def test_sft_on_two_processes_waits_for_review_together_then_trains_on_one_snapshot(
+        tiny_model_dir, db_url):
+    import psutil
+
+    from storage import ACCEPTED
+
+    wb = Workbench(db_url)
+    run_id, ds, stage_id = _mp_sft_run(wb, tiny_model_dir)
+    stage = wait_for(lambda: (s := wb.get_stage(stage_id)).status == "waiting" and s, 300,
+                     what="the 2-process SFT stage to wait for review")
+    ranks = psutil.Process(stage.pid).children()
+    assert len(ranks) == 2, "both ranks wait: the launcher's children"
+    # Pause and resume while waiting reach both ranks at the same point.
+    wb.pause(stage_id)
+    wait_for(lambda: wb.get_stage(stage_id).status == "paused", 60, what="paused")
+    wb.resume(stage_id)
+    wait_for(lambda: wb.get_stage(stage_id).status == "waiting", 60, what="waiting again")
+
+    wb.bulk_review(ds, wb.make_filter(where=["step=10"]), ACCEPTED, author="reviewer")
+    wb.mark_ready(ds, author="reviewer")
+    done = wait_for(lambda: (s := wb.get_stage(stage_id)).status in (
+        "completed", "failed", "interrupted") and s, 300, what="SFT on 2 processes")
+    assert done.status == "completed", done.error
+
+    (snap,) = wb.snapshots(stage_id=stage_id)  # frozen once, by rank 0
+    assert snap.size == 6 and done.summary["snapshot_hash"] == snap.content_hash
+    # Each step's loss is recorded once (rank 0), and the stage took the steps it was set.
+    assert [m.step for m in wb.metrics(stage_id, ["loss"])] == [1, 2, 3, 4]
+    assert [c.kind for c in wb.store.checkpoints(stage_id)].count("final") == 1
+    log = wb.log_tail(stage_id, 2000)
+    for what in ("pause", "resume"):
+        steps = _applied_steps(log, what)
+        assert set(steps) == {0, 1} and steps[0] == steps[1], (what, steps)
+    assert "rank 0 of 2" in log
+
+
+@pytest.mark.slow
+def test_sft_on_two_processes_fails_with_rank_zeros_message(tiny_model_dir, db_url):
+    """An error rank 0 meets before training (here: no accepted rows) reaches the other rank,
+    which ends quietly: the stage is failed with the message, not interrupted."""
+    from storage import REJECTED
+
+    wb = Workbench(db_url)
+    run_id, ds, stage_id = _mp_sft_run(wb, tiny_model_dir)
+    wait_for(lambda: wb.get_stage(stage_id).status == "waiting", 300, what="waiting")
+    wb.bulk_review(ds, None, REJECTED)
+    wb.mark_ready(ds)
+    failed = wait_for(lambda: (s := wb.get_stage(stage_id)).status in (
+        "completed", "failed", "interrupted") and s, 120, what="the stage to fail")
+    assert failed.status == "failed"
+    assert f"dataset {ds} has no accepted rows" in failed.error.splitlines()[0]
+    assert "rank 0 failed: ConfigError" in wb.log_tail(stage_id, 2000)
