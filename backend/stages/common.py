@@ -118,7 +118,8 @@ DEFAULT_LAUNCH_PORT = 29500  # torchrun's default; a one-machine launch picks a 
 @dataclass
 class LaunchConfig(StageConfig):
     """How a Trainer stage's worker is started: one process, or many through ``accelerate
-    launch``. Mixed into the configs of the stage kinds whose worker is rank-aware (grpo, sft); the
+    launch``. Mixed into the configs of the stage kinds whose worker is rank-aware (grpo, sft,
+    distill, reward_model); the
     stage calls :meth:`validate_launch` from its ``validate``."""
 
     launcher: str = field(default="local", metadata={
@@ -142,6 +143,10 @@ class LaunchConfig(StageConfig):
                 "one-machine launch picks a free port)."})
 
     def validate_launch(self) -> None:
+        batch = getattr(self, "batch_size", None)
+        if batch is not None and self.num_processes > 0 and batch % self.num_processes:
+            raise ConfigError(f"batch_size ({batch}) is the step's total over all processes "
+                              f"and must be divisible by num_processes ({self.num_processes})")
         if self.launcher not in LAUNCHERS:
             raise ConfigError(f"launcher must be local or accelerate, got {self.launcher!r}")
         if self.num_processes < 1:
@@ -184,6 +189,11 @@ class LaunchConfig(StageConfig):
         if not gpus and per_machine > (os.cpu_count() or 1):
             raise ConfigError(f"{per_machine} processes per machine but {os.cpu_count()} CPU "
                               f"cores here: each process needs a core")
+
+    def per_process(self, batch: int) -> int:
+        """A step's total (``batch_size``) as each process's share (the Trainer's
+        ``per_device_train_batch_size``)."""
+        return batch // self.num_processes
 
     @property
     def distributed(self) -> bool:

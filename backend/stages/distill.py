@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from backend.contract import ModelArtifact, ProblemSource
-from backend.stages.common import (ConfigError, TimeBudgetConfig, check_data_path,
+from backend.stages.common import (ConfigError, LaunchConfig, TimeBudgetConfig, check_data_path,
                                    check_model_path, check_positive, seed_everything,
                                    trainer_args)
 from backend.stages.context import (StageContext, attach_trainer, quick_eval_callback,
@@ -35,7 +35,7 @@ from backend.stages.context import (StageContext, attach_trainer, quick_eval_cal
 
 
 @dataclass
-class DistillConfig(TimeBudgetConfig):
+class DistillConfig(TimeBudgetConfig, LaunchConfig):
     model_path: str = field(default="", metadata={
         "help": "The student: HF model folder; empty = the wired model."})
     teacher_path: str = field(default="", metadata={
@@ -55,7 +55,8 @@ class DistillConfig(TimeBudgetConfig):
     steps: int = field(default=200, metadata={
         "help": "Optimizer steps (at most: time_budget_s may end training earlier)."})
     batch_size: int = field(default=32, metadata={
-        "help": "Prompts per step; the student samples one completion for each."})
+        "help": "Prompts per step (the total over all processes); the student samples one "
+                "completion for each."})
     max_completion_length: int = field(default=64, metadata={
         "help": "Tokens the student samples per completion."})
     temperature: float = field(default=1.0, metadata={
@@ -81,6 +82,7 @@ class DistillConfig(TimeBudgetConfig):
 
         check_positive(self, "steps", "batch_size", "max_completion_length", "save_steps",
                        "eval_problems")
+        self.validate_launch()  # batch_size, the step's total, divides by num_processes
         if not 0 <= self.beta <= 1:
             raise ConfigError(f"beta must be between 0 (forward KL) and 1 (reverse KL); 0.5 is "
                               f"the JSD; got {self.beta}")
@@ -175,7 +177,7 @@ def distill_args(cfg: DistillConfig, output_dir):
 
     return DistillationConfig(
         **trainer_args(output_dir, cfg.steps, cfg.save_steps, cfg.seed),
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.per_process(cfg.batch_size),
         gradient_accumulation_steps=1,  # one generation batch per optimizer step
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",  # a time budget may end training at any step
@@ -259,6 +261,8 @@ def run(ctx: StageContext) -> dict:
 
     trainer.add_callback(SteerMetrics())
     final_dir = train_and_save(ctx, trainer, tokenizer)
+    if not ctx.main:  # rank 0 scores and records the final model; the others are done
+        return {}
     report = evaluate(trainer.model, tokenizer, heldout, max_new_tokens=cfg.max_completion_length)
     ctx.log_metrics(trainer.state.global_step, {f"eval/{k}": v for k, v in report.items()
                                                 if isinstance(v, float)})

@@ -147,11 +147,7 @@ class GRPOStageConfig(TimeBudgetConfig, LaunchConfig):
                 f"({self.num_generations}): each prompt's group of {self.num_generations} "
                 f"completions must fit in one step. Try batch_size="
                 f"{max(1, self.batch_size // self.num_generations) * self.num_generations}.")
-        self.validate_launch()
-        if self.batch_size % self.num_processes:
-            raise ConfigError(
-                f"batch_size ({self.batch_size}) is the step's total over all processes and "
-                f"must be divisible by num_processes ({self.num_processes})")
+        self.validate_launch()  # batch_size, the step's total, divides by num_processes
         try:  # names, and each reward's options (language, length budget), checked now
             validate_reward_names(self.reward_funcs, self.reward_options())
         except ValueError as exc:
@@ -414,7 +410,7 @@ def grpo_args(cfg: GRPOStageConfig, output_dir):
         **trainer_args(output_dir, cfg.steps, cfg.save_steps, cfg.seed),
         # batch_size is the step's total: with many processes each generates its share
         # (TRL's sampler spreads a prompt's group over the processes and gathers the rewards).
-        per_device_train_batch_size=cfg.batch_size // cfg.num_processes,
+        per_device_train_batch_size=cfg.per_process(cfg.batch_size),
         gradient_accumulation_steps=1,
         steps_per_generation=1,  # one generation batch per optimizer step: step == group step
         num_generations=cfg.num_generations,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from backend.contract import ProblemSource, RewardModelArtifact
-from backend.stages.common import (ConfigError, StageConfig, check_data_path, check_model_path,
+from backend.stages.common import (ConfigError, LaunchConfig, check_data_path, check_model_path,
                                    seed_everything, trainer_args)
 from backend.stages.context import StageContext, attach_trainer, train_and_save
 
@@ -40,7 +40,7 @@ EXAMPLES_SHOWN = 8
 
 
 @dataclass
-class RewardModelConfig(StageConfig):
+class RewardModelConfig(LaunchConfig):
     aspect: str = field(default="helpfulness", metadata={
         "help": "helpfulness | harmlessness: what the model scores (the tiny preset's pairs "
                 "follow this aspect's rules; GRPO names the reward after it).",
@@ -71,7 +71,8 @@ class RewardModelConfig(StageConfig):
         "help": "Generated pairs: fewest digits (a wired synthetic problem source wins)."})
     max_digits: int = field(default=3, metadata={"help": "Generated pairs: most digits."})
     steps: int = field(default=40, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=16, metadata={"help": "Pairs per step."})
+    batch_size: int = field(default=16, metadata={
+        "help": "Pairs per step (the total over all processes)."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate (live)."})
     max_length: int = field(default=256, metadata={
         "help": "Tokens of prompt + completion; longer pairs are left out (TRL's filter)."})
@@ -100,6 +101,7 @@ class RewardModelConfig(StageConfig):
         if len({self.prompt_column, self.chosen_column, self.rejected_column}) < 3:
             raise ConfigError("prompt_column, chosen_column and rejected_column must differ")
         check_template(self.prompt_template)
+        self.validate_launch()  # batch_size, the step's total, divides by num_processes
         try:
             LEARNING_RATE.parse(self.learning_rate)
         except SteeringError as exc:
@@ -261,7 +263,7 @@ def reward_args(cfg: RewardModelConfig, output_dir):
 
     return RewardConfig(
         **trainer_args(output_dir, cfg.steps, cfg.save_steps, cfg.seed),
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.per_process(cfg.batch_size),
         learning_rate=cfg.learning_rate,
         logging_steps=1,  # loss, accuracy and margin live, every step
         max_length=cfg.max_length,
@@ -301,6 +303,8 @@ def run(ctx: StageContext) -> dict:
               f"{cfg.steps} steps of {cfg.batch_size}")
     attach_trainer(ctx, trainer)
     final_dir = train_and_save(ctx, trainer, tokenizer)
+    if not ctx.main:  # rank 0 scores and records the final model; the others are done
+        return {}
     after = pair_accuracy(trainer.model, tokenizer, held, fmt)
     ctx.log_metrics(cfg.steps, {"heldout/accuracy": after["accuracy"],
                                 "heldout/margin": after["margin"]})

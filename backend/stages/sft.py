@@ -93,11 +93,7 @@ class SFTStageConfig(TimeBudgetConfig, LaunchConfig):
             raise ConfigError("save_steps must be at least 1")
         if self.eval_problems < 0:
             raise ConfigError("eval_problems must be 0 (no eval) or more")
-        self.validate_launch()
-        if self.batch_size % self.num_processes:
-            raise ConfigError(f"batch_size ({self.batch_size}) is the step's total over all "
-                              f"processes and must be divisible by num_processes "
-                              f"({self.num_processes})")
+        self.validate_launch()  # batch_size, the step's total, divides by num_processes
         check_template(self.prompt_template)
         check_model_path("model_path", self.model_path)
         check_data_path("dataset", self.dataset)
@@ -339,8 +335,7 @@ def sft_args(cfg: SFTStageConfig, output_dir, steps: int):
 
     return SFTConfig(
         **trainer_args(output_dir, steps, cfg.save_steps, cfg.seed),
-        # batch_size is the step's total: with many processes each takes its share
-        per_device_train_batch_size=cfg.batch_size // cfg.num_processes,
+        per_device_train_batch_size=cfg.per_process(cfg.batch_size),
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         weight_decay=0.0,

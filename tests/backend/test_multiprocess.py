@@ -358,3 +358,55 @@ def test_sft_on_two_processes_fails_with_rank_zeros_message(tiny_model_dir, db_u
     assert failed.status == "failed"
     assert f"dataset {ds} has no accepted rows" in failed.error.splitlines()[0]
     assert "rank 0 failed: ConfigError" in wb.log_tail(stage_id, 2000)
+
+
+# ------------------------------------------------- distill and reward_model, 2 processes
+def _mp_single_stage(wb: Workbench, kind: str, config: dict) -> int:
+    run = wb.store.create_run("mp", "custom", "smoke", {}, [StageSpec(kind, kind, config)])
+    start_pipeline(wb.store, run.id)
+    return run.stages[0].id
+
+
+def _completed_once_per_step(wb: Workbench, stage_id: int, steps: int, what: str):
+    done = wait_for(lambda: (s := wb.get_stage(stage_id)).status in (
+        "completed", "failed", "interrupted") and s, 600, what=what)
+    assert done.status == "completed", done.error
+    assert done.step == steps
+    # Each step's loss recorded once (rank 0); one final model.
+    assert [m.step for m in wb.metrics(stage_id, ["loss"])] == list(range(1, steps + 1))
+    assert [c.kind for c in wb.store.checkpoints(stage_id)].count("final") == 1
+    assert "rank 0 of 2" in wb.log_tail(stage_id, 2000)
+    return done
+
+
+@pytest.mark.slow
+def test_logit_distillation_on_two_processes(tiny_model_dir, db_url, tmp_path):
+    from backend.stages.distill import DistillConfig, distill_args
+    from tests.test_distill import _tiny
+
+    teacher = _tiny(tmp_path / "teacher", seed=2, hidden=64)
+    config = DistillConfig.from_dict({
+        "model_path": tiny_model_dir, "teacher_path": teacher, "steps": 4, "batch_size": 4,
+        "max_completion_length": 12, "eval_every": 2, "eval_problems": 8, "save_steps": 2,
+        "min_digits": 1, "max_digits": 2, "launcher": "accelerate", "num_processes": 2})
+    assert distill_args(config, tmp_path / "x").per_device_train_batch_size == 2
+    wb = Workbench(db_url)
+    stage_id = _mp_single_stage(wb, "distill", config.to_dict())
+    done = _completed_once_per_step(wb, stage_id, 4, "logit distillation on 2 processes")
+    # Rank 0 scored the final student on the held-out problems, as one process does.
+    assert done.summary["problems"] == 8 and "accuracy" in done.summary
+    assert {m.step for m in wb.metrics(stage_id, ["eval/accuracy"])} >= {0, 2, 4}
+
+
+@pytest.mark.slow
+def test_reward_model_on_two_processes(tiny_model_dir, db_url):
+    from backend.stages.reward_model import RewardModelConfig
+
+    config = RewardModelConfig.from_dict({
+        "model_path": tiny_model_dir, "aspect": "harmlessness", "steps": 4, "batch_size": 8,
+        "pairs": 64, "eval_pairs": 20, "save_steps": 2, "launcher": "accelerate",
+        "num_processes": 2})
+    wb = Workbench(db_url)
+    stage_id = _mp_single_stage(wb, "reward_model", config.to_dict())
+    done = _completed_once_per_step(wb, stage_id, 4, "the reward model on 2 processes")
+    assert done.summary["heldout_pairs"] == 20 and "heldout_accuracy" in done.summary
