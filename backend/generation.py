@@ -177,9 +177,11 @@ class VLLMGenerator(Generator):
         self.dtype = dtype
         self._streams = 0  # request ids of :meth:`stream`
         try:
+            # Eager on CPU: vLLM's CPU platform otherwise compiles the model with inductor
+            # first (minutes); CUDA keeps its graphs.
+            engine_kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
             self.llm = LLM(model=self.model_path, skip_tokenizer_init=True, seed=seed,
-                           dtype=dtype, max_model_len=max_model_len, enforce_eager=True,
-                           **engine_kwargs)
+                           dtype=dtype, max_model_len=max_model_len, **engine_kwargs)
         except Exception as exc:  # noqa: BLE001 - any engine failure becomes one clear message
             raise GenerationBackendError(
                 f"vLLM could not start an engine for {self.model_path}: "

