@@ -2,7 +2,7 @@
 with the default generation backend (HF ``generate``), for k = 1, 8 and 16 samples per
 problem, at the R1 paper's sampling settings (temperature 0.6, top-p 0.95).
 
-    .venv/bin/python bench/bench_eval.py [--model PATH] [--problems 100] [--ks 1,8,16]
+    .venv/bin/python bench/bench_eval.py [--model PATH] [--problems 500] [--ks 1,8,16]
 
 Times :func:`backend.evaluation.evaluate` (what the evaluate stage runs per model and
 template): generation of k completions for each held-out problem plus scoring them (answer
@@ -14,6 +14,7 @@ model of the default ``pretrain`` config under ``R1WB_HOME`` (pre-trained first 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder (default: the tiny base)")
-    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--problems", type=int, default=500)
     parser.add_argument("--ks", default="1,8,16")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -85,9 +86,13 @@ def main() -> None:
     for row in rows:
         table.append(f"| {row['k']} | {row['problems_per_s']:.2f} | {row['samples_per_s']:.1f} "
                      f"| {row['seconds']:.1f} | {row['pass@1']:.1%} | {row['cons@k']:.1%} |")
+    # Load above the core count means other work shared the cores: say so beside the figures.
+    busy = ("; other jobs shared the cores, so these are pessimistic"
+            if max(float(x) for x in (load_before + "/" + load()).split("/"))
+            > (os.cpu_count() or 1) else "")
     body = (f"Measured {when} on {rows[0]['threads']} torch threads, load average "
-            f"{load_before} at start and {load()} at the end (1/5/15 min; other jobs shared "
-            f"the cores, so these are pessimistic). Reproduce: `.venv/bin/python "
+            f"{load_before} at start and {load()} at the end (1/5/15 min{busy}). Reproduce: "
+            f"`.venv/bin/python "
             f"bench/bench_eval.py`.\n\n"
             f"Model: the tiny base (`{model_path.name}`), {args.problems} held-out addition "
             f"problems, temperature 0.6, top-p 0.95, at most {args.max_new_tokens} new tokens, "
