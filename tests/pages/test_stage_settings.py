@@ -144,7 +144,7 @@ def test_a_head_size_vllm_rejects_is_shown_for_the_model_folder_typed(store, sta
     assert store.list_runs() == [] and started == []
 
 
-# -- the launcher (a stage config with LaunchConfig's fields: grpo) ----------------------------
+# -- the launcher (a stage config with LaunchConfig's fields: grpo, sft, distill, reward_model) -
 def grpo_key(name: str) -> str:
     return f"config_r1-zero_smoke_0_1_{name}"
 
@@ -188,6 +188,22 @@ def test_accelerate_shows_counts_and_config_and_the_command_the_run_gets(store, 
     assert (grpo["launcher"], grpo["num_processes"], grpo["accelerate_config"]) == (
         "accelerate", 2, "ddp")
     assert run.stages[2].config.get("launcher") is None  # evaluate has no launcher
+
+
+@pytest.mark.parametrize("kind", ["sft", "reward_model"])
+def test_other_trainer_stages_of_r1_take_the_launcher_too(store, started, kind):
+    specs = Workbench.default_stages("r1", "smoke")
+    i = next(i for i, s in enumerate(specs) if s.kind == kind)
+    key = f"config_r1_smoke_0_{i}_"
+    at = new_run_form("r1")
+    at.selectbox(key=key + "launcher").select("accelerate").run()
+    at.number_input(key=key + "num_processes").set_value(2).run()
+    assert "--num_processes 2" in launch_code(at)
+    start(at)
+    assert not at.error, texts(at.error)
+    (run,) = store.list_runs()
+    assert (run.stages[i].config["launcher"], run.stages[i].config["num_processes"]) == (
+        "accelerate", 2)
 
 
 def test_two_machines_on_a_sqlite_store_show_why_and_create_nothing(store, started):
