@@ -19,13 +19,13 @@ import pandas as pd
 import streamlit as st
 
 from backend.api import ConfigError, StoreError, WorkbenchError
-from pages.common import (ACTIVE_STATES, CHART_SECONDS, CONFIG_COLUMNS, FAILED, PAUSED,
-                          QUEUED, RESUMABLE_STATES, RUNNING, WAITING, config_frame, control,
-                          default_stage, edited_config, flash, fmt_time, live_summary,
+from pages.common import (ACTIVE_STATES, CHART_SECONDS, FAILED, PAUSED, QUEUED,
+                          RESUMABLE_STATES, RUNNING, WAITING, control, default_stage, flash,
+                          fmt_time, live_summary,
                           local_time, pick_run, poll_period, query_int, rerun_if_deleted,
                           show_flashes, stage_label, stage_title, status_badge, watched_stage,
                           workbench)
-from pages.stage_settings import launch_panel
+from pages.stage_settings import launch_panel, stage_settings
 from pages.steering_form import steering_form
 
 wb = workbench()
@@ -297,34 +297,35 @@ def missing_checkpoint(stage: Any) -> bool:
 
 
 def rerun_form(stage: Any, checkpoint_missing: bool = False) -> None:
-    """Fix a failed (or stopped / interrupted) stage's config and run it again: the changed
-    settings go to ``Workbench.rerun_stage``, which validates them first. One click runs it
-    once: the drawn form's generation is marked used before the call."""
+    """Fix a failed (or stopped / interrupted) stage's config and run it again: the settings
+    drawn as in the New run form (select boxes for named choices such as the generation
+    backend and the launcher, the rest a table); the changed ones go to
+    ``Workbench.rerun_stage``, which validates them first. One click runs it once: the drawn
+    form's generation is marked used before the call."""
     generation = st.session_state.get(f"rerun_generation_{stage.id}", 0)
     with st.expander("Fix config and re-run", expanded=stage.status == FAILED,
                      icon=":material/build:"):
-        with st.form(f"rerun_form_{stage.id}_{generation}", border=False):
-            frame = config_frame(stage.config, wb.config_help(stage.kind))
-            edited = st.data_editor(frame, key=f"rerun_config_{stage.id}_{generation}",
-                                    hide_index=True, disabled=["setting", "help"],
-                                    column_config=CONFIG_COLUMNS,
-                                    height=(len(frame) + 1) * 35 + 3)
-            lose_progress = checkpoint_missing and st.checkbox(
-                "Restart anyway without the missing checkpoint",
-                key=f"rerun_lose_progress_{stage.id}_{generation}",
-                help="Its newest checkpoint is not on this machine (see above).")
-            submitted = st.form_submit_button(
-                "Re-run with this config", type="primary", icon=":material/replay:",
-                help="Runs this stage again from its last checkpoint (from its start if it "
-                     "has none), then the rest of the run.")
+        settings = stage_settings(st.container(), stage.kind, stage.config,
+                                  f"rerun_config_{stage.id}_{generation}", stage.name)
+        lose_progress = checkpoint_missing and st.checkbox(
+            "Restart anyway without the missing checkpoint",
+            key=f"rerun_lose_progress_{stage.id}_{generation}",
+            help="Its newest checkpoint is not on this machine (see above).")
+        submitted = st.button(
+            "Re-run with this config", type="primary", icon=":material/replay:",
+            key=f"rerun_submit_{stage.id}_{generation}",
+            help="Runs this stage again from its last checkpoint (from its start if it "
+                 "has none), then the rest of the run.")
     if not submitted:
         return
     used = f"rerun_started_{stage.id}"
     if st.session_state.get(used) == generation:
         return
     try:
-        config = edited_config(stage.config, edited)
-        sets = {k: v for k, v in config.items() if v is not stage.config.get(k)}
+        if settings.problems:
+            raise ConfigError("; ".join(settings.problems))
+        config = settings.config()
+        sets = {k: v for k, v in config.items() if v != stage.config.get(k)}
         if not sets:
             st.info("Nothing changed: edit a value first (or use Resume from checkpoint).")
             return

@@ -150,6 +150,27 @@ def test_rerun_with_a_bad_value_says_why(store, started):
     assert "Not re-run" in texts(at.error) and started == []
 
 
+def test_rerun_form_draws_named_choices_as_select_boxes(store, started):
+    """The re-run form draws a stage's settings as the New run form does: a failed GRPO
+    stage re-run on 2 processes by choosing the launcher, not by typing it in the table."""
+    specs = Workbench.default_stages("r1-zero", "smoke")
+    run = store.create_run("mp", "r1-zero", "smoke", {"sets": {}}, specs)
+    grpo = next(s for s in run.stages if s.kind == "grpo")
+    store.update_stage(grpo.id, status="failed", error=TRACEBACK)
+    at = stage_page(run.id, grpo.id)
+    key = f"rerun_config_{grpo.id}_0"
+    assert "launcher" not in list(at.data_editor(key=key).value["setting"])
+    assert at.selectbox(key=f"{key}_generation_backend").value == "hf"
+    at.selectbox(key=f"{key}_launcher").select("accelerate").run()
+    at.number_input(key=f"{key}_num_processes").set_value(2).run()
+    button(at, "Re-run with this config").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    config = store.get_stage(grpo.id).config
+    assert (config["launcher"], config["num_processes"]) == ("accelerate", 2)
+    assert started == [run.id]
+    assert "launcher=accelerate" in texts(at.toast)
+
+
 def test_evaluate_stage_shows_the_base_to_final_table(store):
     run_id = r1_zero_run(store, "finished", ("completed", "completed", "completed"),
                          eval_summary=EVAL_SUMMARY)
