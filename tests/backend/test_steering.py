@@ -325,19 +325,25 @@ def test_a_change_that_fails_in_the_worker_leaves_the_stage_running(tiny_model_d
 
 def test_steering_survives_stop_and_resume(tiny_model_dir, db_url):
     wb = Workbench(db_url)
+    steps = 200
     run = wb.store.create_run("resume", "r1-zero", "custom", {},
-                              [_grpo_spec(tiny_model_dir, steps=30, save_steps=4)])
+                              [_grpo_spec(tiny_model_dir, steps=steps, save_steps=50)])
     stage_id = run.stages[0].id
     start_pipeline(wb.store, run.id)
     wait_for(lambda: wb.get_stage(stage_id).step >= 3, 240, what="3 GRPO steps")
+    # Held by a pause while the change applies and the stop lands: on a quiet machine the
+    # tiny model's steps take ~0.05 s, and an unpaused stage could finish first.
+    wb.pause(stage_id)
+    wait_for(lambda: wb.get_stage(stage_id).status == "paused", 120, what="paused")
     wb.set_params(stage_id, {"temperature": "0.5"})
-    set_cmd = wait_for(lambda: (c := wb.commands(stage_id)[0]).applied_at and c, 60,
+    set_cmd = wait_for(lambda: (c := next(c for c in wb.commands(stage_id)
+                                          if c.kind == "set")).applied_at and c, 60,
                        what="the change to apply")
     assert set_cmd.error is None
     wb.stop(stage_id)
     stopped = wait_for(lambda: (s := wb.get_stage(stage_id)).status == "stopped" and s, 120,
                        what="stop")
-    assert stopped.step < 30, "the stage must stop before it finishes for this test to count"
+    assert stopped.step < steps, "the stage must stop before it finishes for this test to count"
     assert wb.run_status(run.id)["stages"][0]["params"]["temperature"] == 0.5
 
     wb.resume(stage_id)
@@ -349,7 +355,7 @@ def test_steering_survives_stop_and_resume(tiny_model_dir, db_url):
 
     temps = _steer_series(wb, stage_id, "temperature")
     after = {s: t for s, t in temps.items() if s > stopped.step}
-    assert sorted(after) == list(range(stopped.step + 1, 31))  # every resumed step logged
+    assert sorted(after) == list(range(stopped.step + 1, steps + 1))  # every resumed step
     assert set(after.values()) == {0.5}, after
     assert all(t == 1.0 for s, t in temps.items() if s <= set_cmd.applied_step)
     events = [e.message for e in wb.events(run.id)]
