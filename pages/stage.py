@@ -306,7 +306,8 @@ def rerun_form(stage: Any, checkpoint_missing: bool = False) -> None:
     with st.expander("Fix config and re-run", expanded=stage.status == FAILED,
                      icon=":material/build:"):
         settings = stage_settings(st.container(), stage.kind, stage.config,
-                                  f"rerun_config_{stage.id}_{generation}", stage.name)
+                                  f"rerun_config_{stage.id}_{generation}", stage.name,
+                                  stage_id=stage.id)
         lose_progress = checkpoint_missing and st.checkbox(
             "Restart anyway without the missing checkpoint",
             key=f"rerun_lose_progress_{stage.id}_{generation}",

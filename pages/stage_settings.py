@@ -79,8 +79,9 @@ class StageSettings:
 
 
 def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
-                   stage_label: str) -> StageSettings:
-    """Draw one stage's settings into ``container`` (a tab); widget keys start with ``key``."""
+                   stage_label: str, stage_id: Optional[int] = None) -> StageSettings:
+    """Draw one stage's settings into ``container`` (a tab); widget keys start with ``key``.
+    ``stage_id``: the stage's, when it exists already (a re-run): its commands show it."""
     wb = workbench()
     help_text = wb.config_help(kind)
     choices = {name: options for name, options in wb.config_choices(kind).items()
@@ -141,7 +142,7 @@ def stage_settings(container: Any, kind: str, config: dict[str, Any], key: str,
             settings.problems.append(f"{stage_label}: {name}: {problem}")
             notes[name].error(problem, icon="⚠️")
     if command_slot is not None:
-        problem = show_command(command_slot, wb, kind, {**table, **chosen})
+        problem = show_command(command_slot, wb, kind, {**table, **chosen}, stage_id)
         if problem:
             settings.problems.append(f"{stage_label}: {problem}")
     return settings
@@ -159,27 +160,31 @@ def choice_box(container: Any, name: str, options: list[str], value: Any, help_:
                                accept_new_options=name in OPEN_CHOICES)
 
 
-def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any]) -> Optional[str]:
+def show_command(slot: Any, wb: Any, kind: str, config: dict[str, Any],
+                 stage_id: Optional[int] = None) -> Optional[str]:
     """The command line(s) the stage's worker(s) will be started with, as the runner builds
     them (``Workbench.launch_commands``); the reason instead, returned as well, when the
     launch settings cannot work here (a DeepSpeed config on a machine without GPUs, several
     machines on a SQLite store...)."""
     try:
-        lines = wb.launch_commands(kind, config)
+        lines = wb.launch_commands(kind, config, stage_id)
     except (ConfigError, ValueError) as exc:
         slot.error(f"These launch settings cannot start here: {exc}", icon="⚠️")
         return str(exc)
     with slot.container():
         if len(lines) == 1:
-            st.caption("The stage's worker starts with (STAGE_ID: the stage's id once the run "
-                       "is created" + ("; FREE_PORT: a port free at launch" if "FREE_PORT"
-                                       in lines[0] else "") + "):")
+            notes = ([] if stage_id is not None else
+                     ["STAGE_ID: the stage's id once the run is created"]) + (
+                ["FREE_PORT: a port free at launch"] if "FREE_PORT" in lines[0] else [])
+            st.caption("The stage's worker starts with" + (f" ({'; '.join(notes)})"
+                                                           if notes else "") + ":")
         else:
             st.caption("Machine 0 (this one: the runner starts it) runs the first line; each "
                        "other machine runs its own line there, once the stage is launching, "
                        "from a checkout at the same path with the same R1WB_DB_URL and "
-                       "R1WB_HOME (docs/scaling.md). STAGE_ID: the stage's id once the run is "
-                       "created.")
+                       "R1WB_HOME (docs/scaling.md)." + (
+                           "" if stage_id is not None else
+                           " STAGE_ID: the stage's id once the run is created."))
         st.code("\n\n".join(lines if len(lines) == 1 else
                              [f"# machine {k}\n{line}" for k, line in enumerate(lines)]),
                 language="bash", wrap_lines=True)

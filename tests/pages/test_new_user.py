@@ -163,6 +163,8 @@ def test_rerun_form_draws_named_choices_as_select_boxes(store, started):
     assert at.selectbox(key=f"{key}_generation_backend").value == "hf"
     at.selectbox(key=f"{key}_launcher").select("accelerate").run()
     at.number_input(key=f"{key}_num_processes").set_value(2).run()
+    code = "\n".join(c.value for c in at.code if "-m backend _worker" in c.value)
+    assert "--num_processes 2" in code and code.endswith(f"--stage {grpo.id}")  # its own id
     button(at, "Re-run with this config").click().run()
     assert not at.exception and not at.error, texts(at.error)
     config = store.get_stage(grpo.id).config
