@@ -12,7 +12,7 @@
 #   PYTHON=/path/to/gpu-venv/bin/python bench/gpu_check.sh [--steps 20]
 #
 # `bench/gpu_check.sh --cpu` runs the same code on this project's CPU machines with a 2-layer
-# model and a workload small enough for two cores (about 2 minutes): a check of the script
+# model and a workload small enough for two cores (about 25 s): a check of the script
 # itself (tests/test_gpu_check.py), not a measurement.
 #
 # PYTHON must have a CUDA build of torch, vLLM's CUDA build (package `vllm`), and this repo's
